@@ -1,0 +1,23 @@
+"""GET /v1/models and /v1/models/{id}."""
+
+from __future__ import annotations
+
+from litestar import get
+
+from service.embeddings.base import Embedder
+from service.embeddings.registry import EmbedderRegistry
+from service.schemas import Model, ModelList
+
+
+def _model(embedder: Embedder) -> Model:
+    return Model(id=embedder.model_id, created=embedder.created, owned_by=embedder.owned_by)
+
+
+@get("/v1/models", summary="List models", tags=["models"])
+async def list_models(registry: EmbedderRegistry) -> ModelList:
+    return ModelList(data=[_model(embedder) for embedder in registry.all()])
+
+
+@get("/v1/models/{model_id:path}", summary="Retrieve a model", tags=["models"])
+async def retrieve_model(model_id: str, registry: EmbedderRegistry) -> Model:
+    return _model(registry.get(model_id.lstrip("/")))

@@ -1,0 +1,68 @@
+"""create_app(settings) -> Litestar: builds the services a data dir needs and wires routes, DI and errors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from service.api.embeddings import create_embeddings
+from service.api.models import list_models, retrieve_model
+from service.config import Settings
+from service.embeddings.local import LocalEmbedder
+from service.embeddings.model_files import bundled_model_files, load_model_files
+from service.embeddings.registry import EmbedderRegistry
+from service.errors import error_to_response
+
+log = logging.getLogger("vsearch")
+
+
+@dataclass
+class Services:
+    """Everything with state that a running app owns; closed on shutdown."""
+
+    settings: Settings
+    registry: EmbedderRegistry
+
+    def close(self) -> None:
+        self.registry.close()
+
+
+def build_services(settings: Settings) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    model_cache = settings.data_dir / "models"
+    registry = EmbedderRegistry()
+    model_files = [bundled_model_files()] if settings.bundled_model else []
+    model_files += [load_model_files(folder) for folder in settings.model_dirs]
+    for files in model_files:
+        registry.add(LocalEmbedder(files, model_cache, settings.inference_threads))
+    return Services(settings=settings, registry=registry)
+
+
+def create_app(settings: Settings) -> Litestar:
+    services = build_services(settings)
+
+    def constant(value: object) -> Provide:
+        return Provide(lambda: value, use_cache=True, sync_to_thread=False)
+
+    return Litestar(
+        route_handlers=[create_embeddings, list_models, retrieve_model],
+        dependencies={
+            "registry": constant(services.registry),
+            "max_inputs": constant(settings.max_inputs_per_request),
+        },
+        exception_handlers={Exception: error_to_response},
+        on_shutdown=[services.close],
+        openapi_config=OpenAPIConfig(
+            title="vsearch",
+            version="0.1.0",
+            description="Self-hosted semantic search with OpenAI-compatible embeddings and fine-tuning.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,42 @@
+"""What every embedder offers: the protocol the registry, the API and indexes rely on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+# A text, or a sequence of the model's token ids without special tokens.
+EmbeddingInput = str | list[int]
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    vectors: np.ndarray  # float32 [n, dimensions], L2-normalised
+    prompt_tokens: int
+
+
+class Embedder(Protocol):
+    model_id: str
+    dimensions: int  # native width of the vectors
+    max_input_tokens: int
+    supports_dimensions: bool
+    created: int
+    owned_by: str
+
+    async def embed(
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
+    ) -> EmbeddingResult: ...
+
+    def close(self) -> None: ...
+
+
+def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Keep the first `dimensions` components and re-normalise, as OpenAI's text-embedding-3 models do."""
+    if dimensions is None or dimensions == vectors.shape[1]:
+        return vectors
+    head = vectors[:, :dimensions]
+    norms = np.linalg.norm(head, axis=1, keepdims=True)
+    return (head / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,134 @@
+"""A sentence-transformers model run in-process with onnxruntime and Hugging Face tokenizers (no torch)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from service.embeddings.base import EmbeddingInput, EmbeddingResult, shorten
+from service.embeddings.batcher import InferenceBatcher
+from service.embeddings.model_files import ModelFiles
+from service.embeddings.onnx_bert import build_bert_graph
+from service.errors import InvalidRequest
+
+log = logging.getLogger("vsearch")
+
+
+def cached_onnx_model(files: ModelFiles, cache_dir: Path) -> Path:
+    """The ONNX graph for these weights, built once and kept in the data dir (keyed by the weights' hash)."""
+    path = cache_dir / f"{files.model_id}-{files.weights_sha256[:16]}-{files.pooling}.onnx"
+    if not path.exists():
+        log.info("building the ONNX graph of %s into %s", files.model_id, path)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        model = build_bert_graph(files.weights, files.config, pooling=files.pooling)
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(model.SerializeToString())
+        partial.replace(path)  # atomic: a crash mid-write never leaves a truncated graph behind
+    return path
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class LocalEmbedder:
+    supports_dimensions = True  # by truncation and re-normalisation (see README: not Matryoshka-trained)
+    owned_by = "vsearch"
+
+    def __init__(self, files: ModelFiles, cache_dir: Path, threads: int = 0) -> None:
+        self.model_id = files.model_id
+        self.dimensions = int(files.config["hidden_size"])
+        self.max_input_tokens = files.max_seq_length  # the window, special tokens included
+        self.vocab_size = int(files.config["vocab_size"])
+        self.created = int(files.weights.stat().st_mtime)
+
+        self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
+        # The shipped tokenizer.json pads and truncates at 128; we frame, check and pad ourselves.
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        framed = self.tokenizer.encode("", add_special_tokens=True).ids
+        self._prefix, self._suffix = framed[:1], framed[1:]  # [CLS] and [SEP] for BERT-family models
+        self.pad_id = int(files.config.get("pad_token_id", 0))
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or available_cores()
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(cached_onnx_model(files, cache_dir)), options, providers=["CPUExecutionProvider"]
+        )
+        self._batcher = InferenceBatcher(self.forward, self.dimensions)
+
+    @property
+    def special_tokens(self) -> int:
+        return len(self._prefix) + len(self._suffix)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids without special tokens."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token of `text` (special tokens excluded), for chunking by tokens."""
+        return self.tokenizer.encode(text, add_special_tokens=False).offsets
+
+    def forward(self, batch: list[list[int]]) -> np.ndarray:
+        """One padded batch of framed sequences through the graph; runs on the inference thread."""
+        width = max(len(ids) for ids in batch)
+        input_ids = np.full((len(batch), width), self.pad_id, np.int64)
+        attention_mask = np.zeros((len(batch), width), np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        return self._session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+    def _frame(self, inputs: Sequence[EmbeddingInput], truncate: bool) -> list[list[int]]:
+        texts = [(i, text) for i, text in enumerate(inputs) if isinstance(text, str)]
+        token_ids: list[list[int]] = [ids if not isinstance(ids, str) else [] for ids in inputs]
+        for (i, _), ids in zip(texts, self.tokenize([text for _, text in texts]), strict=True):
+            token_ids[i] = ids
+        room = self.max_input_tokens - self.special_tokens
+        framed = []
+        for i, ids in enumerate(token_ids):
+            if not isinstance(inputs[i], str) and any(not 0 <= t < self.vocab_size for t in ids):
+                bad = next(t for t in ids if not 0 <= t < self.vocab_size)
+                raise InvalidRequest(
+                    f"Invalid token id {bad} in input {i}: {self.model_id} has a vocabulary of {self.vocab_size} "
+                    f"tokens (ids 0 to {self.vocab_size - 1}).",
+                    param="input",
+                )
+            if len(ids) > room:
+                if not truncate:
+                    requested = len(ids) + self.special_tokens
+                    raise InvalidRequest(
+                        f"This model's maximum context length is {self.max_input_tokens} tokens, however you "
+                        f"requested {requested} tokens ({requested} in your prompt; input {i}). "
+                        "Please reduce your prompt.",
+                        param="input",
+                    )
+                ids = ids[:room]
+            framed.append(self._prefix + ids + self._suffix)
+        return framed
+
+    async def embed(
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
+    ) -> EmbeddingResult:
+        # Tokenising thousands of texts takes milliseconds: keep large requests off the event loop too.
+        if len(inputs) <= 16:
+            framed = self._frame(inputs, truncate)
+        else:
+            framed = await asyncio.to_thread(self._frame, inputs, truncate)
+        vectors = await self._batcher.run(framed)
+        return EmbeddingResult(shorten(vectors, dimensions), sum(len(ids) for ids in framed))
+
+    def close(self) -> None:
+        self._batcher.close()
