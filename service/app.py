@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -64,5 +65,6 @@ def create_app(settings: Settings) -> Litestar:
             path="/docs",
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
         ),
+        state=State({"services": services}),
         debug=False,
     )

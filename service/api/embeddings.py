@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 from litestar import post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from service.embeddings.base import EmbeddingInput
 from service.embeddings.registry import EmbedderRegistry
@@ -44,7 +46,9 @@ def embedding_inputs(raw: str | list[str | int | list[int]], max_inputs: int = M
 
 
 @post("/v1/embeddings", status_code=200, summary="Create embeddings", tags=["embeddings"])
-async def create_embeddings(data: EmbeddingRequest, registry: EmbedderRegistry, max_inputs: int) -> EmbeddingList:
+async def create_embeddings(
+    data: JSONBody[EmbeddingRequest], registry: NamedDependency[EmbedderRegistry], max_inputs: NamedDependency[int]
+) -> EmbeddingList:
     inputs = embedding_inputs(data.input, max_inputs)
     result = await registry.embed(data.model, inputs, data.dimensions)
     if data.encoding_format == "base64":

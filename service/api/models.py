@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from service.embeddings.base import Embedder
 from service.embeddings.registry import EmbedderRegistry
@@ -14,10 +16,10 @@ def _model(embedder: Embedder) -> Model:
 
 
 @get("/v1/models", summary="List models", tags=["models"])
-async def list_models(registry: EmbedderRegistry) -> ModelList:
+async def list_models(registry: NamedDependency[EmbedderRegistry]) -> ModelList:
     return ModelList(data=[_model(embedder) for embedder in registry.all()])
 
 
 @get("/v1/models/{model_id:path}", summary="Retrieve a model", tags=["models"])
-async def retrieve_model(model_id: str, registry: EmbedderRegistry) -> Model:
+async def retrieve_model(model_id: FromPath[str], registry: NamedDependency[EmbedderRegistry]) -> Model:
     return _model(registry.get(model_id.lstrip("/")))

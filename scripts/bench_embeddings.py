@@ -1,0 +1,167 @@
+"""Throughput of vsearch's local embedder against the reference (transformers on torch), side by side, and the
+p50 latency of one short query through HTTP.
+
+    pip install -e '.[bench]'
+    python scripts/bench_embeddings.py [--sentences 1024] [--passages 256] [--requests 300]
+
+Both systems embed the same texts (lengths spread around the mean, in random order) in forward batches of 32:
+the reference in the given order, as a plain transformers loop does; vsearch sorted by length, as it serves a
+request. Same cores, one process, alternating rounds, best of each; ratios are printed because the machines are
+shared and noisy. Needs the `bench` extra (torch, transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from service.embeddings.local import LocalEmbedder, available_cores
+from service.embeddings.model_files import bundled_model_files
+
+WORDS = (
+    "the model search vector index query document patient protein cell market city river energy system data network "
+    "memory latency customer engineer growth science booking mountain signal policy bank treaty light water garden "
+    "tomato music guitar stage train platform moon apollo mitochondria revenue cloud software"
+).split(" ")
+BATCH = 32
+
+
+def make_texts(count: int, words: int, seed: int) -> list[str]:
+    """`count` texts of `words` words on average, lengths spread ±40% as in real corpora, in random order."""
+    rng = random.Random(seed)
+    lengths = [rng.randint(round(words * 0.6), round(words * 1.4)) for _ in range(count)]
+    return [" ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "." for n in lengths]
+
+
+def time_ours(embedder: LocalEmbedder, texts: list[str]) -> tuple[float, np.ndarray]:
+    """All texts in one call, as one /v1/embeddings request sends them: the embedder sorts them by length and
+    runs forward batches of 32."""
+    start = time.perf_counter()
+    vectors = asyncio.run(embedder.embed(texts, truncate=True)).vectors
+    return time.perf_counter() - start, vectors
+
+
+class Reference:
+    """all-MiniLM-L6-v2 as the model card runs it: transformers on torch, mean pooling, L2 normalisation."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        torch.set_num_threads(available_cores())
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModel.from_pretrained(model_dir).eval()
+
+    def time(self, texts: list[str]) -> tuple[float, np.ndarray]:
+        torch, out = self.torch, []
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(texts), BATCH):
+                batch = self.tokenizer(
+                    texts[i : i + BATCH], padding=True, truncation=True, max_length=256, return_tensors="pt"
+                )
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        return time.perf_counter() - start, np.concatenate(out)
+
+
+def http_latency(requests: int) -> list[float]:
+    """One short query at a time through a real `vsearch serve` process on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                data_dir,
+                "--log-level",
+                "warning",
+            ]
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            with httpx.Client(base_url=url, timeout=30) as client:
+                for _ in range(600):
+                    try:
+                        client.get("/v1/models")
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.1)
+                body = {"model": "all-MiniLM-L6-v2", "input": "how do I reset my password?"}
+                for _ in range(20):  # warm-up
+                    client.post("/v1/embeddings", json=body)
+                latencies = []
+                for _ in range(requests):
+                    start = time.perf_counter()
+                    response = client.post("/v1/embeddings", json=body)
+                    latencies.append(time.perf_counter() - start)
+                    response.raise_for_status()
+        finally:
+            server.terminate()
+            server.wait()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=1024, help="number of ~10-word sentences")
+    parser.add_argument("--passages", type=int, default=256, help="number of ~200-word passages")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds per workload")
+    parser.add_argument("--requests", type=int, default=300, help="sequential HTTP requests for the latency")
+    args = parser.parse_args()
+
+    files = bundled_model_files()
+    reference = Reference(files.folder)
+    with tempfile.TemporaryDirectory() as cache:
+        ours = LocalEmbedder(files, Path(cache))
+        print(f"cores: {available_cores()}, forward batch {BATCH}, best of {args.rounds} alternating rounds")
+        print(f"{'workload':<22}{'vsearch/s':>12}{'reference/s':>14}{'ratio':>8}{'min cosine':>12}")
+        for name, texts in [
+            ("sentences (~10 words)", make_texts(args.sentences, 10, 1)),
+            ("passages (~200 words)", make_texts(args.passages, 200, 2)),
+        ]:
+            time_ours(ours, texts[:BATCH])  # warm-up
+            reference.time(texts[:BATCH])
+            ours_s, reference_s = [], []
+            for _ in range(args.rounds):  # alternate, so drifts in machine load hit both alike
+                seconds, our_vectors = time_ours(ours, texts)
+                ours_s.append(seconds)
+                seconds, reference_vectors = reference.time(texts)
+                reference_s.append(seconds)
+            agreement = float(np.min(np.sum(reference_vectors * our_vectors, axis=1)))
+            ours_rate, reference_rate = len(texts) / min(ours_s), len(texts) / min(reference_s)
+            print(
+                f"{name:<22}{ours_rate:>12.1f}{reference_rate:>14.1f}{ours_rate / reference_rate:>7.2f}x"
+                f"{agreement:>12.7f}"
+            )
+        ours.close()
+    latencies = http_latency(args.requests)
+    print(
+        f"HTTP, one short query: p50 {statistics.median(latencies) * 1000:.2f} ms, "
+        f"p99 {np.percentile(latencies, 99) * 1000:.2f} ms over {len(latencies)} requests"
+    )
+
+
+if __name__ == "__main__":
+    main()

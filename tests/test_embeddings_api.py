@@ -1,0 +1,207 @@
+"""/v1/embeddings and /v1/models through the live server, with the official openai client and httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+MODEL = "all-MiniLM-L6-v2"
+REFERENCE = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "minilm.jsonl").open()]
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_openai_client_base64_default_matches_float(openai_client):
+    texts = ["The quick brown fox jumps over the lazy dog.", "A man is playing a guitar on stage."]
+    default = openai_client.embeddings.create(model=MODEL, input=texts)  # the client asks for base64
+    floats = openai_client.embeddings.create(model=MODEL, input=texts, encoding_format="float")
+    assert [d.index for d in default.data] == [0, 1]
+    assert default.model == MODEL and default.object == "list"
+    for a, b in zip(default.data, floats.data, strict=True):
+        assert len(a.embedding) == 384
+        np.testing.assert_allclose(a.embedding, b.embedding, rtol=0, atol=1e-6)
+        assert abs(np.linalg.norm(a.embedding) - 1) < 1e-5
+    assert default.usage.prompt_tokens == 12 + 11 == default.usage.total_tokens
+
+
+def test_openai_client_single_string(openai_client):
+    result = openai_client.embeddings.create(model=MODEL, input="Hello world.", encoding_format="float")
+    assert len(result.data) == 1
+    assert cosine(result.data[0].embedding, REFERENCE[0]["embedding"]) >= 0.9999
+    assert result.usage.prompt_tokens == REFERENCE[0]["n_tokens"]
+
+
+def test_token_input_gives_the_same_vectors_as_text(openai_client):
+    rows = REFERENCE[:3]
+    by_text = openai_client.embeddings.create(model=MODEL, input=[r["text"] for r in rows])
+    by_ids = openai_client.embeddings.create(model=MODEL, input=[r["input_ids"] for r in rows])
+    one = openai_client.embeddings.create(model=MODEL, input=rows[0]["input_ids"])  # a single token array
+    for a, b in zip(by_text.data, by_ids.data, strict=True):
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-6)
+    np.testing.assert_allclose(one.data[0].embedding, by_text.data[0].embedding, atol=1e-6)
+    assert by_ids.usage.prompt_tokens == sum(r["n_tokens"] for r in rows)
+
+
+def test_dimensions_shortens_and_renormalises(openai_client):
+    full = openai_client.embeddings.create(model=MODEL, input="Hello world.", encoding_format="float")
+    short = openai_client.embeddings.create(model=MODEL, input="Hello world.", dimensions=64)
+    vector = np.asarray(short.data[0].embedding)
+    assert vector.shape == (64,)
+    assert abs(np.linalg.norm(vector) - 1) < 1e-5
+    head = np.asarray(full.data[0].embedding[:64])
+    np.testing.assert_allclose(vector, head / np.linalg.norm(head), atol=1e-6)
+    same = openai_client.embeddings.create(model=MODEL, input="Hello world.", dimensions=384)
+    np.testing.assert_allclose(same.data[0].embedding, full.data[0].embedding, atol=1e-6)
+
+
+def test_user_field_accepted(openai_client):
+    result = openai_client.embeddings.create(model=MODEL, input="hi", user="user-1234")
+    assert len(result.data[0].embedding) == 384
+
+
+@pytest.mark.parametrize("row", [r for r in REFERENCE if not r["truncated"]], ids=lambda r: r["text"][:30])
+def test_reference_vectors(http, row):
+    response = http.post("/v1/embeddings", json={"model": MODEL, "input": row["text"], "encoding_format": "float"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert cosine(body["data"][0]["embedding"], row["embedding"]) >= 0.9999
+    assert body["usage"]["prompt_tokens"] == row["n_tokens"]
+
+
+def test_reference_vectors_in_one_padded_batch(http):
+    rows = [r for r in REFERENCE if not r["truncated"]]
+    body = {"model": MODEL, "input": [r["text"] for r in rows], "encoding_format": "base64"}
+    response = http.post("/v1/embeddings", json=body)
+    assert response.status_code == 200
+
+    for item, row in zip(response.json()["data"], rows, strict=True):
+        vector = np.frombuffer(base64.b64decode(item["embedding"]), "<f4")
+        assert cosine(vector, row["embedding"]) >= 0.9999
+
+
+def test_truncated_reference_rows_when_truncation_is_asked_for(server):
+    """The API refuses over-long input; indexes ask the registry to truncate, and then match the reference."""
+    rows = [r for r in REFERENCE if r["truncated"]]
+    assert rows
+    registry = server.app.state.services.registry
+
+    async def embed():
+        return await registry.embed(MODEL, [r["text"] for r in rows], truncate=True)
+
+    result = asyncio.run(embed())
+    for vector, row in zip(result.vectors, rows, strict=True):
+        assert cosine(vector, row["embedding"]) >= 0.9999
+
+
+def test_concurrent_requests_are_batched_and_correct(server):
+    rows = [r for r in REFERENCE if not r["truncated"]]
+
+    async def run():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            responses = await asyncio.gather(
+                *[
+                    client.post("/v1/embeddings", json={"model": MODEL, "input": r["text"], "encoding_format": "float"})
+                    for r in rows
+                ]
+            )
+        return [r.json()["data"][0]["embedding"] for r in responses]
+
+    for vector, row in zip(asyncio.run(run()), rows, strict=True):
+        assert cosine(vector, row["embedding"]) >= 0.9999
+
+
+def test_list_and_retrieve_models(openai_client, http):
+    models = openai_client.models.list()
+    assert MODEL in [m.id for m in models.data]
+    model = openai_client.models.retrieve(MODEL)
+    assert model.id == MODEL and model.object == "model" and isinstance(model.created, int) and model.owned_by
+    missing = http.get("/v1/models/no-such-model")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+
+
+def assert_error(response: httpx.Response, status: int, param: str | None, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    assert error["param"] == param, error
+    assert error["code"] == code, error
+    assert error["type"] == ("invalid_request_error" if status < 500 else "server_error")
+    return error
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": MODEL, "input": "x", "colour": "blue"}, "colour"),
+        ({"model": MODEL, "input": ""}, "input"),
+        ({"model": MODEL, "input": []}, "input"),
+        ({"model": MODEL, "input": ["ok", ""]}, "input"),
+        ({"model": MODEL, "input": [[]]}, "input"),
+        ({"model": MODEL, "input": ["x"] * 2049}, "input"),
+        ({"model": MODEL, "input": [1, 2, 30522]}, "input"),
+        ({"model": MODEL, "input": [-1]}, "input"),
+        ({"model": MODEL, "input": 5}, "input"),
+        ({"model": MODEL, "input": ["a", 1]}, "input"),
+        ({"model": MODEL, "input": {"text": "a"}}, "input"),
+        ({"model": 3, "input": "a"}, "model"),
+        ({"input": "a"}, "model"),
+        ({"model": MODEL}, "input"),
+        ({"model": MODEL, "input": "a", "encoding_format": "int8"}, "encoding_format"),
+        ({"model": MODEL, "input": "a", "dimensions": 0}, "dimensions"),
+        ({"model": MODEL, "input": "a", "dimensions": "sixty-four"}, "dimensions"),
+        ({"model": MODEL, "input": "a", "dimensions": 385}, "dimensions"),
+        ({"model": MODEL, "input": "a", "user": 7}, "user"),
+    ],
+)
+def test_invalid_requests(http, body, param):
+    assert_error(http.post("/v1/embeddings", json=body), 400, param)
+
+
+def test_input_over_the_window(http):
+    long_text = REFERENCE[-2]["text"]  # 522 tokens
+    error = assert_error(http.post("/v1/embeddings", json={"model": MODEL, "input": long_text}), 400, "input")
+    assert "maximum context length is 256 tokens, however you requested 522 tokens" in error["message"]
+    error = assert_error(http.post("/v1/embeddings", json={"model": MODEL, "input": [7592] * 255}), 400, "input")
+    assert "requested 257 tokens" in error["message"]
+    ok = http.post("/v1/embeddings", json={"model": MODEL, "input": [7592] * 254})
+    assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens"] == 256
+
+
+def test_malformed_json(http):
+    response = http.post(
+        "/v1/embeddings", content=b'{"model": "x", "input": ', headers={"content-type": "application/json"}
+    )
+    assert_error(response, 400, None)
+    response = http.post("/v1/embeddings", content=b"[1, 2]", headers={"content-type": "application/json"})
+    assert_error(response, 400, None)
+
+
+def test_unknown_model_is_404(http):
+    error = assert_error(
+        http.post("/v1/embeddings", json={"model": "gpt-9", "input": "a"}), 404, "model", "model_not_found"
+    )
+    assert "gpt-9" in error["message"]
+
+
+def test_unknown_route_and_wrong_method(http):
+    assert_error(http.get("/v1/nothing-here"), 404, None, "unknown_url")
+    assert_error(http.get("/v1/embeddings"), 405, None, "method_not_allowed")
+
+
+def test_openapi_schema_and_docs_page(http):
+    schema = http.get("/docs/openapi.json")
+    assert schema.status_code == 200
+    assert "/v1/embeddings" in schema.json()["paths"]
+    page = http.get("/docs/")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
