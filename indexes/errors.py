@@ -1,0 +1,39 @@
+"""Errors of the storage engine. They carry no HTTP: the service maps each type to a status in one place."""
+
+from __future__ import annotations
+
+
+class IndexStoreError(Exception):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class IndexNotFound(IndexStoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"No index named '{name}'.", "name")
+
+
+class IndexExists(IndexStoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"An index named '{name}' already exists.", "name")
+
+
+class DocumentNotFound(IndexStoreError):
+    def __init__(self, doc_id: str) -> None:
+        super().__init__(f"No document with id '{doc_id}'.", "id")
+
+
+class InvalidConfig(IndexStoreError):
+    pass
+
+
+class InvalidFilter(IndexStoreError):
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(f"Invalid filter at '{path}': {message}", "filter")
+        self.path = path
+
+
+class InvalidDocument(IndexStoreError):
+    pass

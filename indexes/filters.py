@@ -1,0 +1,139 @@
+"""Metadata filters, Mongo/Chroma style, compiled to parameterised SQL over the documents' JSON metadata.
+
+    {"genre": "drama"}                                 equality (scalar values)
+    {"year": {"$gte": 1990, "$lt": 2000}}              $eq $ne $gt $gte $lt $lte $in $nin $exists
+    {"$or": [{"a": 1}, {"$not": {"b.c": true}}]}       $and $or $not; dotted paths reach into nested objects
+
+Semantics (the tests check them against a plain Python evaluation):
+- Values are compared by JSON type: 1 never equals true or "1"; ordering ($gt…) applies to numbers against
+  numbers and strings against strings, and a field of another type, or a missing one, does not match.
+- $ne and $nin match documents where the field is missing (as in MongoDB).
+- Arrays and objects are not compared: a filter value must be a string, number, boolean or null.
+
+User input only ever reaches SQL as bound parameters; the SQL text comes from this module alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from indexes.errors import InvalidFilter
+
+Scalar = str | int | float | bool | None
+COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+FIELD_OPERATORS = {"$eq", "$ne", "$in", "$nin", "$exists", *COMPARISONS}
+MAX_DEPTH = 32
+INT64 = (-(2**63), 2**63 - 1)
+
+
+class SqlFilter:
+    """`sql` is a boolean expression over the column `column` (JSON text); `params` its bound values."""
+
+    def __init__(self, sql: str, params: list[Any]) -> None:
+        self.sql = sql
+        self.params = params
+
+
+def compile_filter(spec: Any, column: str = "d.metadata") -> SqlFilter:
+    params: list[Any] = []
+    sql = _Compiler(column, params).node(spec, "filter", 0)
+    return SqlFilter(sql, params)
+
+
+class _Compiler:
+    def __init__(self, column: str, params: list[Any]) -> None:
+        self.column = column
+        self.params = params
+
+    def bind(self, value: Any) -> str:
+        self.params.append(value)
+        return "?"
+
+    def node(self, spec: Any, path: str, depth: int) -> str:
+        if depth > MAX_DEPTH:
+            raise InvalidFilter(f"nested deeper than {MAX_DEPTH} levels", path)
+        if not isinstance(spec, dict):
+            raise InvalidFilter("expected an object", path)
+        if not spec:
+            return "1"  # {} matches everything, as in MongoDB
+        clauses = []
+        for key, value in spec.items():
+            where = f"{path}.{key}"
+            if key in ("$and", "$or"):
+                if not isinstance(value, list) or not value:
+                    raise InvalidFilter(f"{key} takes a non-empty array of filters", where)
+                parts = [self.node(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+                clauses.append("(" + (" AND " if key == "$and" else " OR ").join(parts) + ")")
+            elif key == "$not":
+                clauses.append(f"NOT ({self.node(value, where, depth + 1)})")
+            elif key.startswith("$"):
+                raise InvalidFilter(f"unknown operator '{key}' (use $and, $or, $not, or a field name)", where)
+            else:
+                clauses.append(self.field(key, value, where))
+        return clauses[0] if len(clauses) == 1 else "(" + " AND ".join(clauses) + ")"
+
+    def json_path(self, field: str, where: str) -> str:
+        parts = field.split(".")
+        if any(not part or '"' in part or "\\" in part for part in parts):
+            raise InvalidFilter("a field path is dot-separated names, none empty and none with '\"' or '\\'", where)
+        return "$" + "".join(f'."{part}"' for part in parts)
+
+    def field(self, field: str, condition: Any, where: str) -> str:
+        path = self.json_path(field, where)
+        if isinstance(condition, dict) and any(key.startswith("$") for key in condition):
+            if not condition:
+                raise InvalidFilter("empty condition", where)
+            parts = []
+            for op, value in condition.items():
+                if op not in FIELD_OPERATORS:
+                    raise InvalidFilter(f"unknown operator '{op}'", f"{where}.{op}")
+                parts.append(self.operator(path, op, value, f"{where}.{op}"))
+            return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+        return self.equals(path, condition, where)
+
+    def operator(self, path: str, op: str, value: Any, where: str) -> str:
+        if op == "$eq":
+            return self.equals(path, value, where)
+        if op == "$ne":
+            return f"NOT ({self.equals(path, value, where)})"
+        if op in ("$in", "$nin"):
+            if not isinstance(value, list) or not value:
+                raise InvalidFilter(f"{op} takes a non-empty array of values", where)
+            if len(value) > 10_000:
+                raise InvalidFilter(f"{op} takes at most 10,000 values", where)
+            any_of = "(" + " OR ".join(self.equals(path, v, f"{where}[{i}]") for i, v in enumerate(value)) + ")"
+            return any_of if op == "$in" else f"NOT {any_of}"
+        if op == "$exists":
+            if not isinstance(value, bool):
+                raise InvalidFilter("$exists takes true or false", where)
+            return f"(json_type({self.column}, {self.bind(path)}) IS {'NOT ' if value else ''}NULL)"
+        # $gt $gte $lt $lte
+        value = self.scalar(value, where)
+        if isinstance(value, bool) or value is None:
+            raise InvalidFilter(f"{op} takes a number or a string", where)
+        types = "('integer', 'real')" if isinstance(value, int | float) else "('text')"
+        return (
+            f"(json_type({self.column}, {self.bind(path)}) IN {types} "
+            f"AND json_extract({self.column}, {self.bind(path)}) {COMPARISONS[op]} {self.bind(value)})"
+        )
+
+    def equals(self, path: str, value: Any, where: str) -> str:
+        value = self.scalar(value, where)
+        kind = f"json_type({self.column}, {self.bind(path)})"
+        if value is None:
+            return f"({kind} = 'null')"
+        if isinstance(value, bool):
+            return f"({kind} = '{'true' if value else 'false'}')"
+        types = "('integer', 'real')" if isinstance(value, int | float) else "('text')"
+        return f"({kind} IN {types} AND json_extract({self.column}, {self.bind(path)}) = {self.bind(value)})"
+
+    def scalar(self, value: Any, where: str) -> Scalar:
+        if isinstance(value, list | dict):
+            raise InvalidFilter(
+                "values must be a string, number, boolean or null (arrays and objects are not compared)", where
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+            raise InvalidFilter("integer out of the 64-bit range", where)
+        if not isinstance(value, str | int | float | bool | type(None)):
+            raise InvalidFilter("unsupported value", where)
+        return value

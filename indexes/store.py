@@ -1,0 +1,422 @@
+"""IndexStore: one index folder. SQLite (WAL) is the record; the FAISS index is derived from it.
+
+A write is acknowledged once its SQLite transaction commits. FAISS is updated in memory right after, under the
+same write lock, and checkpointed to disk now and then with the change sequence it reflects; on open, a missing,
+stale or damaged checkpoint is caught up or rebuilt from SQLite, so a crash at any instant loses nothing that
+was acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import sqlite_utils
+
+from indexes.config import IndexConfig
+from indexes.errors import DocumentNotFound, InvalidDocument
+from indexes.filters import compile_filter
+from indexes.rwlock import RWLock
+from indexes.vectors import VectorIndex
+
+DATABASE = "index.sqlite"
+VECTORS = "vectors.faiss"
+# Filtered queries whose candidates are at most this many are scored exactly from SQLite's vectors; larger
+# candidate sets go to FAISS with an ID selector (exact for flat, graph search for HNSW).
+EXACT_SCORING_LIMIT = 20_000
+CHECKPOINT_SECONDS = 30
+
+
+@dataclass
+class ChunkRecord:
+    start: int  # character offsets of the chunk in its document's text
+    end: int
+    vector: np.ndarray
+
+
+@dataclass
+class DocumentRecord:
+    doc_id: str
+    text: str
+    metadata: dict[str, Any]
+    content_hash: str
+    chunks: list[ChunkRecord]
+
+
+@dataclass
+class UpsertResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StoredDocument:
+    doc_id: str
+    text: str
+    metadata: dict[str, Any]
+    chunk_count: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class Hit:
+    id: str  # the document id, or "{document id}#{chunk}" for a chunk of a split document
+    score: float
+    text: str
+    metadata: dict[str, Any]
+    parent_id: str | None
+    vector: np.ndarray
+
+
+@dataclass
+class IndexStats:
+    document_count: int
+    vector_count: int
+    bytes: int
+
+
+class IndexStore:
+    def __init__(self, folder: Path, config: IndexConfig | None = None, compact_ratio: float = 0.2) -> None:
+        """Open the index in `folder`, creating it with `config` when given."""
+        self.folder = folder
+        self._db_path = folder / DATABASE
+        self._vectors_path = folder / VECTORS
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._lock = RWLock()  # readers: searches and reads; writer: a commit plus its FAISS update
+        self._compact_ratio = compact_ratio
+        if config is not None:
+            folder.mkdir(parents=True, exist_ok=False)
+            self._create_schema(config)
+        self.config = msgspec.json.decode(self._meta("config"), type=IndexConfig)
+        self._vectors, self._checkpoint_seq = self._open_vectors()
+        self._last_checkpoint = time.monotonic()
+
+    # --- SQLite plumbing ------------------------------------------------------------------------------------------
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """One connection per thread; WAL lets readers run beside the writer."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss too
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _create_schema(self, config: IndexConfig) -> None:
+        db = sqlite_utils.Database(self._db)
+        db["meta"].create({"key": str, "value": str}, pk="key")
+        db["documents"].create(
+            {"doc_id": str, "text": str, "metadata": str, "content_hash": str, "chunk_count": int,
+             "created_at": float, "updated_at": float},
+            pk="doc_id", not_null={"text", "metadata", "content_hash", "chunk_count"},
+        )  # fmt: skip
+        # AUTOINCREMENT: chunk ids are FAISS ids and must never be reused, even after deletes.
+        self._db.execute(
+            "CREATE TABLE chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, "
+            "chunk_index INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, vector BLOB NOT NULL, "
+            "seq INTEGER NOT NULL)"
+        )
+        db["chunks"].create_index(["doc_id"])
+        db["chunks"].create_index(["seq"])
+        # Ids removed from SQLite after the last FAISS checkpoint (and, for HNSW, since the last compaction).
+        db["deleted_chunks"].create({"id": int, "seq": int}, pk="id")
+        db["meta"].insert_all(
+            [{"key": "config", "value": msgspec.json.encode(config).decode()}, {"key": "seq", "value": "0"}]
+        )
+
+    def _meta(self, key: str) -> str:
+        return self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+    def _seq(self) -> int:
+        return int(self._meta("seq"))
+
+    def _next_seq(self, db: sqlite3.Connection) -> int:
+        return int(db.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value").fetchone()[0])
+
+    # --- FAISS recovery -------------------------------------------------------------------------------------------
+
+    def _open_vectors(self) -> tuple[VectorIndex, int]:
+        seq = self._seq()
+        loaded = VectorIndex.load(self._vectors_path, self.config)
+        if loaded is not None and loaded[1] <= seq:
+            vectors, checkpoint = loaded
+            self._catch_up(vectors, checkpoint)
+            if self._consistent(vectors):
+                return vectors, checkpoint
+        return self._rebuild(), -1
+
+    def _catch_up(self, vectors: VectorIndex, since: int) -> None:
+        """Replay what SQLite committed after the checkpoint: removals first, then additions."""
+        removed = [row[0] for row in self._db.execute("SELECT id FROM deleted_chunks WHERE seq > ?", (since,))]
+        vectors.remove(np.array(removed, dtype=np.int64))
+        if self.config.kind == "hnsw":  # tombstones recorded before the checkpoint are still in the graph
+            vectors.tombstones.update(row[0] for row in self._db.execute("SELECT id FROM deleted_chunks"))
+        for ids, matrix in self._vector_pages("WHERE seq > ?", (since,)):
+            vectors.add(ids, matrix)
+
+    def _consistent(self, vectors: VectorIndex) -> bool:
+        count = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        if self.config.kind == "hnsw":
+            return vectors.ntotal >= count
+        return vectors.ntotal == count
+
+    def _rebuild(self) -> VectorIndex:
+        vectors = VectorIndex(self.config)
+        for ids, matrix in self._vector_pages("", ()):
+            vectors.add(ids, matrix)
+        return vectors
+
+    def _vector_pages(self, where: str, params: tuple, page: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        cursor = self._db.execute(f"SELECT id, vector FROM chunks {where} ORDER BY id", params)
+        while rows := cursor.fetchmany(page):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, self._matrix([r[1] for r in rows])
+
+    def _matrix(self, blobs: Sequence[bytes]) -> np.ndarray:
+        return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), self.config.dimensions)
+
+    def checkpoint(self) -> None:
+        """Write FAISS to disk with the sequence it reflects, then forget the deletions it includes."""
+        with self._lock.read():
+            seq = self._seq()
+            if seq == self._checkpoint_seq and self._vectors_path.exists():
+                return
+            self._vectors.save(self._vectors_path, seq)
+            if not self._vectors.tombstones:  # the file holds none of the deleted vectors: forget them
+                self._db.execute("DELETE FROM deleted_chunks WHERE seq <= ?", (seq,))
+            self._checkpoint_seq = seq
+            self._last_checkpoint = time.monotonic()
+
+    def _maybe_checkpoint(self) -> None:
+        changed = self._seq() - self._checkpoint_seq
+        # Writing FAISS costs time in proportion to its size, so not after every batch: what a crash loses
+        # in between is replayed from SQLite on the next open.
+        if changed and time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
+            self.checkpoint()
+
+    def _maybe_compact(self) -> None:
+        """HNSW keeps deleted vectors as tombstones; past a share of the graph, rebuild it without them."""
+        vectors = self._vectors
+        if self.config.kind != "hnsw" or len(vectors.tombstones) <= self._compact_ratio * max(vectors.ntotal, 1):
+            return
+        with self._lock.write():
+            self._vectors = self._rebuild()
+            self._checkpoint_seq = -1
+        self.checkpoint()
+
+    # --- writes ---------------------------------------------------------------------------------------------------
+
+    def content_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """The stored content hash of each of `doc_ids` that exists (to skip unchanged documents)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(doc_ids), 500):
+            part = list(doc_ids[start : start + 500])
+            sql = f"SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({','.join('?' * len(part))})"
+            found.update(self._db.execute(sql, part).fetchall())
+        return found
+
+    def upsert(self, documents: Sequence[DocumentRecord]) -> UpsertResult:
+        """Insert or replace documents and their chunks in one transaction; returns which were new."""
+        result = UpsertResult()
+        now = time.time()
+        for doc in documents:
+            for chunk in doc.chunks:
+                if chunk.vector.shape != (self.config.dimensions,):
+                    raise InvalidDocument(
+                        f"Document '{doc.doc_id}' has a vector of {chunk.vector.size} dimensions; the index has "
+                        f"{self.config.dimensions}.",
+                        "documents",
+                    )
+        with self._lock.write():
+            with self._transaction() as db:
+                seq = self._next_seq(db)
+                removed = self._delete_chunks(db, [doc.doc_id for doc in documents], seq)
+                new_ids, new_vectors = [], []
+                for doc in documents:
+                    row = db.execute("SELECT created_at FROM documents WHERE doc_id = ?", (doc.doc_id,)).fetchone()
+                    (result.updated if row else result.created).append(doc.doc_id)
+                    db.execute(
+                        "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (doc.doc_id, doc.text, json.dumps(doc.metadata, ensure_ascii=False), doc.content_hash,
+                         len(doc.chunks), row[0] if row else now, now),
+                    )  # fmt: skip
+                    for index, chunk in enumerate(doc.chunks):
+                        vector = np.ascontiguousarray(chunk.vector, dtype="<f4")
+                        (chunk_id,) = db.execute(
+                            "INSERT INTO chunks (doc_id, chunk_index, start, end, vector, seq) "
+                            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                            (doc.doc_id, index, chunk.start, chunk.end, vector.tobytes(), seq),
+                        ).fetchone()
+                        new_ids.append(chunk_id)
+                        new_vectors.append(vector)
+            # Committed: now mirror it in FAISS before any reader can look.
+            self._vectors.remove(np.array(removed, dtype=np.int64))
+            if new_ids:
+                self._vectors.add(np.array(new_ids, dtype=np.int64), np.stack(new_vectors))
+        self._maybe_compact()
+        self._maybe_checkpoint()
+        return result
+
+    def _delete_chunks(self, db: sqlite3.Connection, doc_ids: Sequence[str], seq: int) -> list[int]:
+        removed: list[int] = []
+        for start in range(0, len(doc_ids), 500):
+            part = list(doc_ids[start : start + 500])
+            marks = ",".join("?" * len(part))
+            removed += [r[0] for r in db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks}) RETURNING id", part)]
+        db.executemany("INSERT OR REPLACE INTO deleted_chunks VALUES (?, ?)", [(i, seq) for i in removed])
+        return removed
+
+    def delete(self, doc_ids: Sequence[str]) -> list[str]:
+        """Delete documents and their chunks; returns the ids that existed."""
+        with self._lock.write():
+            with self._transaction() as db:
+                existing = [d for d in self.content_hashes(doc_ids)]
+                if not existing:
+                    return []
+                seq = self._next_seq(db)
+                removed = self._delete_chunks(db, existing, seq)
+                for start in range(0, len(existing), 500):
+                    part = existing[start : start + 500]
+                    db.execute(f"DELETE FROM documents WHERE doc_id IN ({','.join('?' * len(part))})", part)
+            self._vectors.remove(np.array(removed, dtype=np.int64))
+        self._maybe_compact()
+        self._maybe_checkpoint()
+        return existing
+
+    def delete_matching(self, filter_spec: dict[str, Any]) -> list[str]:
+        where = compile_filter(filter_spec)
+        sql = f"SELECT doc_id FROM documents d WHERE {where.sql}"
+        return self.delete([row[0] for row in self._db.execute(sql, where.params)])
+
+    def set_config(self, config: IndexConfig) -> None:
+        """Change what may change after creation (ef_search, query_model)."""
+        with self._lock.write():
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (msgspec.json.encode(config).decode(),))
+            self.config = config
+            self._vectors.config = config
+
+    # --- reads ----------------------------------------------------------------------------------------------------
+
+    def get(self, doc_id: str) -> StoredDocument:
+        row = self._db.execute(
+            "SELECT doc_id, text, metadata, chunk_count, created_at, updated_at FROM documents WHERE doc_id = ?",
+            (doc_id,),
+        ).fetchone()
+        if row is None:
+            raise DocumentNotFound(doc_id)
+        return self._document(row)
+
+    def list(self, limit: int, after: str | None = None) -> tuple[list[StoredDocument], bool]:
+        """A page of documents in id order, after the cursor `after`; and whether more follow."""
+        rows = self._db.execute(
+            "SELECT doc_id, text, metadata, chunk_count, created_at, updated_at FROM documents "
+            "WHERE doc_id > ? ORDER BY doc_id LIMIT ?",
+            (after or "", limit + 1),
+        ).fetchall()
+        return [self._document(row) for row in rows[:limit]], len(rows) > limit
+
+    @staticmethod
+    def _document(row: tuple) -> StoredDocument:
+        return StoredDocument(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+
+    def stats(self) -> IndexStats:
+        documents = self._db.execute("SELECT count(*) FROM documents").fetchone()[0]
+        vectors = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        size = sum(path.stat().st_size for path in self.folder.iterdir() if path.is_file())
+        return IndexStats(documents, vectors, size)
+
+    def search(
+        self, query: np.ndarray, top_k: int, filter_spec: dict[str, Any] | None = None, min_score: float | None = None
+    ) -> list[Hit]:
+        """The `top_k` best chunks for one query vector, all matching the filter; best first."""
+        with self._lock.read():
+            if filter_spec:
+                scores, ids = self._filtered_search(query, top_k, filter_spec)
+            else:
+                scores, ids = self._vectors.search(query, top_k)
+            if min_score is not None:
+                keep = scores >= min_score
+                scores, ids = scores[keep], ids[keep]
+            return self._hits(scores, ids)
+
+    def _filtered_search(
+        self, query: np.ndarray, top_k: int, filter_spec: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        where = compile_filter(filter_spec)
+        joined = f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where.sql}"
+        count = self._db.execute(f"SELECT count(*) {joined}", where.params).fetchone()[0]
+        if count == 0:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        if count <= EXACT_SCORING_LIMIT:
+            rows = self._db.execute(f"SELECT c.id, c.vector {joined}", where.params).fetchall()
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            scores = self._vectors.exact_scores(query, self._matrix([r[1] for r in rows]))
+            best = np.argsort(-scores, kind="stable")[:top_k]
+            return scores[best], ids[best]
+        allowed = np.fromiter((r[0] for r in self._db.execute(f"SELECT c.id {joined}", where.params)), dtype=np.int64)
+        return self._vectors.search(query, top_k, allowed)
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+        if not len(ids):
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            "SELECT c.id, c.doc_id, c.chunk_index, c.start, c.end, c.vector, d.text, d.metadata, d.chunk_count "
+            f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.id IN ({marks})",
+            [int(i) for i in ids],
+        ).fetchall()
+        by_id = {row[0]: row for row in rows}
+        hits = []
+        for score, chunk_id in zip(scores, ids, strict=True):
+            row = by_id.get(int(chunk_id))
+            if row is None:  # cannot happen under the read lock; never invent a result
+                continue
+            _, doc_id, index, start, end, blob, text, metadata, chunk_count = row
+            split = chunk_count > 1
+            hits.append(
+                Hit(
+                    id=f"{doc_id}#{index}" if split else doc_id,
+                    score=float(score),
+                    text=text[start:end] if split else text,
+                    metadata=json.loads(metadata),
+                    parent_id=doc_id if split else None,
+                    vector=np.frombuffer(blob, dtype="<f4"),
+                )
+            )
+        return hits
+
+    def close(self, checkpoint: bool = True) -> None:
+        if checkpoint:
+            self.checkpoint()
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
