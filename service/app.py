@@ -11,13 +11,16 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
+from indexes.catalog import IndexCatalog
 from service.api.embeddings import create_embeddings
+from service.api.indexes import indexes_router
 from service.api.models import list_models, retrieve_model
 from service.config import Settings
 from service.embeddings.local import LocalEmbedder
 from service.embeddings.model_files import bundled_model_files, load_model_files
 from service.embeddings.registry import EmbedderRegistry
 from service.errors import error_to_response
+from service.search import SearchService
 
 log = logging.getLogger("vsearch")
 
@@ -28,8 +31,11 @@ class Services:
 
     settings: Settings
     registry: EmbedderRegistry
+    catalog: IndexCatalog
+    search: SearchService
 
     def close(self) -> None:
+        self.catalog.close()  # checkpoints every open index
         self.registry.close()
 
 
@@ -41,7 +47,9 @@ def build_services(settings: Settings) -> Services:
     model_files += [load_model_files(folder) for folder in settings.model_dirs]
     for files in model_files:
         registry.add(LocalEmbedder(files, model_cache, settings.inference_threads))
-    return Services(settings=settings, registry=registry)
+    catalog = IndexCatalog(settings.data_dir / "indexes")
+    search = SearchService(catalog, registry, settings.max_documents_per_request)
+    return Services(settings=settings, registry=registry, catalog=catalog, search=search)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -51,9 +59,10 @@ def create_app(settings: Settings) -> Litestar:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
     return Litestar(
-        route_handlers=[create_embeddings, list_models, retrieve_model],
+        route_handlers=[create_embeddings, list_models, retrieve_model, indexes_router],
         dependencies={
             "registry": constant(services.registry),
+            "search": constant(services.search),
             "max_inputs": constant(settings.max_inputs_per_request),
         },
         exception_handlers={Exception: error_to_response},

@@ -19,6 +19,7 @@ class Settings(msgspec.Struct, kw_only=True):
     # Inference threads for onnxruntime; 0 means every core this process may use.
     inference_threads: int = 0
     max_inputs_per_request: int = 2048
+    max_documents_per_request: int = 1000
 
 
 def settings_from_env(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -29,6 +30,8 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: object
         values["data_dir"] = Path(env["VSEARCH_DATA_DIR"])
     if "VSEARCH_MODEL_DIRS" in env:
         values["model_dirs"] = [Path(p) for p in env["VSEARCH_MODEL_DIRS"].split(os.pathsep) if p]
+    if "VSEARCH_MAX_DOCUMENTS_PER_REQUEST" in env:
+        values["max_documents_per_request"] = int(env["VSEARCH_MAX_DOCUMENTS_PER_REQUEST"])
     if "VSEARCH_INFERENCE_THREADS" in env:
         values["inference_threads"] = int(env["VSEARCH_INFERENCE_THREADS"])
     values.update({key: value for key, value in overrides.items() if value is not None})

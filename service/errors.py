@@ -9,6 +9,8 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from indexes.errors import DocumentNotFound, IndexExists, IndexNotFound, IndexStoreError
+
 log = logging.getLogger("vsearch")
 
 
@@ -68,6 +70,11 @@ def _error(status: int, message: str, type_: str, param: str | None, code: str |
     return Response(ErrorResponse(ErrorBody(message, type_, param, code)), status_code=status)
 
 
+_STORE_ERRORS: dict[type[IndexStoreError], tuple[int, str]] = {
+    IndexNotFound: (404, "index_not_found"),
+    DocumentNotFound: (404, "document_not_found"),
+    IndexExists: (409, "index_exists"),
+}
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 _HTTP_TYPES = {
@@ -101,6 +108,9 @@ def error_to_response(request: Request, exc: Exception) -> Response[ErrorRespons
     """The single place where exceptions become HTTP responses."""
     if isinstance(exc, VsearchError):
         return _error(exc.status_code, exc.message, exc.type, exc.param, exc.code)
+    if isinstance(exc, IndexStoreError):
+        status, code = _STORE_ERRORS.get(type(exc), (400, None))
+        return _error(status, exc.message, "invalid_request_error", exc.param, code)
     if isinstance(exc, ValidationException):
         return _validation_error(exc)
     if isinstance(exc, HTTPException):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 from msgspec import Meta, Struct
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -53,3 +54,165 @@ class Model(Struct, kw_only=True):
 class ModelList(Struct, kw_only=True):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+# --- indexes ------------------------------------------------------------------------------------------------------
+
+Metric = Literal["cosine", "ip", "l2"]
+IndexKind = Literal["flat", "hnsw"]
+HnswInt = Annotated[int, Meta(ge=2, le=4096)]
+Metadata = dict[str, Any]
+Filter = dict[str, Any]
+
+
+class HnswParams(Struct, forbid_unknown_fields=True, kw_only=True):
+    m: HnswInt = 32
+    ef_construction: HnswInt = 200
+    ef_search: HnswInt = 128
+
+
+class CreateIndexRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    model: str
+    dimensions: PositiveInt | None = None
+    metric: Metric = "cosine"
+    kind: IndexKind = "flat"
+    hnsw: HnswParams | None = None
+    query_model: str | None = None
+
+
+class UpdateIndexRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    ef_search: HnswInt | None = None
+    # A fine-tuned model whose base is the index's model; null goes back to the index's model.
+    query_model: str | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class IndexObject(Struct, kw_only=True):
+    id: str
+    object: Literal["index"] = "index"
+    name: str
+    model: str
+    query_model: str | None
+    dimensions: int
+    metric: Metric
+    kind: IndexKind
+    hnsw: HnswParams | None
+    created_at: int
+    document_count: int
+    vector_count: int
+    bytes: int
+
+
+class IndexList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[IndexObject]
+    has_more: bool = False
+
+
+class DeletedObject(Struct, kw_only=True):
+    id: str
+    object: str
+    deleted: bool = True
+
+
+class DocumentIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    id: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
+    text: str | None = None
+    metadata: Metadata | None = None
+    vector: list[float] | None = None
+
+
+class Chunking(Struct, forbid_unknown_fields=True, kw_only=True):
+    """`split` (default): texts over the model's window become overlapping chunks of `max_tokens` tokens
+    (default: the window) overlapping by `overlap_tokens` (default 32). `truncate`: only the first window is
+    embedded (the whole text is still stored)."""
+
+    strategy: Literal["split", "truncate"] = "split"
+    max_tokens: PositiveInt | None = None
+    overlap_tokens: Annotated[int, Meta(ge=0)] = 32
+
+
+class AddDocumentsRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    documents: list[DocumentIn]
+    chunking: Chunking | None = None
+
+
+class AddDocumentsResponse(Struct, kw_only=True):
+    object: Literal["index.documents.result"] = "index.documents.result"
+    ids: list[str]
+    created: int
+    updated: int
+    unchanged: int  # same text, metadata and vector as stored: nothing was embedded or written
+    usage: EmbeddingUsage
+
+
+class DocumentObject(Struct, kw_only=True):
+    id: str
+    object: Literal["document"] = "document"
+    text: str
+    metadata: Metadata
+    chunks: int
+    created_at: int
+    updated_at: int
+
+
+class DocumentList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[DocumentObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class DeleteDocumentsRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    ids: list[str] | None = None
+    filter: Filter | None = None
+
+
+class DeleteDocumentsResponse(Struct, kw_only=True):
+    object: Literal["index.documents.deleted"] = "index.documents.deleted"
+    ids: list[str]
+    deleted: int
+
+
+Include = Literal["text", "metadata", "vector"]
+
+
+class QueryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Exactly one of `query` (a text), `vector`, or `queries` (a batch of texts)."""
+
+    query: str | None = None
+    vector: list[float] | None = None
+    queries: Annotated[list[str], Meta(min_length=1, max_length=100)] | None = None
+    top_k: Annotated[int, Meta(ge=1, le=1000)] = 10
+    filter: Filter | None = None
+    include: list[Include] = msgspec.field(default_factory=lambda: ["text", "metadata"])
+    min_score: float | None = None
+
+
+class QueryHit(Struct, kw_only=True, omit_defaults=True):
+    id: str
+    score: float  # higher is better: cosine or inner product, or minus the Euclidean distance for l2
+    text: str | None = None
+    metadata: Metadata | None = None
+    vector: list[float] | None = None
+    parent_id: str | None = None  # set on chunks of a split document
+
+
+class QueryResult(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[QueryHit]
+    model: str
+    usage: EmbeddingUsage
+
+
+class QueryResultList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[QueryHit]
+
+
+class BatchQueryResult(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[QueryResultList]
+    model: str
+    usage: EmbeddingUsage
