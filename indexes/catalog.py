@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from indexes.config import IndexConfig, check_config, check_name
+from indexes.config import IndexConfig, check_name
 from indexes.errors import IndexExists, IndexNotFound
 from indexes.store import DATABASE, IndexStore
 
@@ -25,7 +25,8 @@ class IndexCatalog:
         return self.root / check_name(name)  # the name pattern keeps every path inside the root
 
     def create(self, config: IndexConfig) -> IndexStore:
-        config = check_config(msgspec.structs.replace(config, created_at=int(time.time())))
+        config = msgspec.structs.replace(config, created_at=int(time.time()))
+        check_name(config.name)
         with self._lock:
             folder = self._folder(config.name)
             if folder.exists():

@@ -26,6 +26,12 @@ MAX_DEPTH = 32
 INT64 = (-(2**63), 2**63 - 1)
 
 
+def definite(condition: str) -> str:
+    """A missing field makes json_type() NULL, and SQL's NULL would turn NOT(...) into 'unknown': make every leaf
+    true or false."""
+    return f"coalesce(({condition}), 0)"
+
+
 class SqlFilter:
     """`sql` is a boolean expression over the column `column` (JSON text); `params` its bound values."""
 
@@ -112,20 +118,20 @@ class _Compiler:
         if isinstance(value, bool) or value is None:
             raise InvalidFilter(f"{op} takes a number or a string", where)
         types = "('integer', 'real')" if isinstance(value, int | float) else "('text')"
-        return (
-            f"(json_type({self.column}, {self.bind(path)}) IN {types} "
-            f"AND json_extract({self.column}, {self.bind(path)}) {COMPARISONS[op]} {self.bind(value)})"
+        return definite(
+            f"json_type({self.column}, {self.bind(path)}) IN {types} "
+            f"AND json_extract({self.column}, {self.bind(path)}) {COMPARISONS[op]} {self.bind(value)}"
         )
 
     def equals(self, path: str, value: Any, where: str) -> str:
         value = self.scalar(value, where)
         kind = f"json_type({self.column}, {self.bind(path)})"
         if value is None:
-            return f"({kind} = 'null')"
+            return definite(f"{kind} = 'null'")
         if isinstance(value, bool):
-            return f"({kind} = '{'true' if value else 'false'}')"
+            return definite(f"{kind} = '{'true' if value else 'false'}'")
         types = "('integer', 'real')" if isinstance(value, int | float) else "('text')"
-        return f"({kind} IN {types} AND json_extract({self.column}, {self.bind(path)}) = {self.bind(value)})"
+        return definite(f"{kind} IN {types} AND json_extract({self.column}, {self.bind(path)}) = {self.bind(value)}")
 
     def scalar(self, value: Any, where: str) -> Scalar:
         if isinstance(value, list | dict):

@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 import sqlite_utils
 
-from indexes.config import IndexConfig
+from indexes.config import IndexConfig, check_config
 from indexes.errors import DocumentNotFound, InvalidDocument
 from indexes.filters import compile_filter
 from indexes.rwlock import RWLock
@@ -98,7 +98,7 @@ class IndexStore:
         self._compact_ratio = compact_ratio
         if config is not None:
             folder.mkdir(parents=True, exist_ok=False)
-            self._create_schema(config)
+            self._create_schema(check_config(config))
         self.config = msgspec.json.decode(self._meta("config"), type=IndexConfig)
         self._vectors, self._checkpoint_seq = self._open_vectors()
         self._last_checkpoint = time.monotonic()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from litestar import Router, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from indexes.config import HnswConfig
 from indexes.store import Hit, IndexStore, StoredDocument
@@ -35,7 +35,7 @@ from service.schemas import (
 from service.search import ChunkingOptions, NewDocument, SearchService
 
 Search = NamedDependency[SearchService]
-Limit = Annotated[int, Parameter(ge=1, le=1000, query="limit")]
+Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 
 
 def index_object(store: IndexStore) -> IndexObject:
@@ -144,7 +144,7 @@ async def list_documents(
     name: FromPath[str],
     search: Search,
     limit: Limit = 20,
-    after: Annotated[str | None, Parameter(query="after")] = None,
+    after: FromQuery[str | None] = None,
 ) -> DocumentList:
     docs, has_more = await asyncio.to_thread(lambda: search.catalog.get(name).list(limit, after))
     data = [document_object(doc) for doc in docs]

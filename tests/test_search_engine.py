@@ -1,0 +1,339 @@
+"""Filters against a plain Python evaluation, exact filtered search, restarts, recovery and concurrency."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from indexes.catalog import IndexCatalog
+from indexes.config import IndexConfig
+from indexes.store import ChunkRecord, DocumentRecord, IndexStore
+from tests.conftest import start_server
+from tests.test_indexes_api import MODEL, add, new_index, query
+
+# --- a plain Python evaluation of the filter language, to check the SQL compiler against --------------------------
+
+MISSING = object()
+
+
+def lookup(metadata: dict, path: str) -> Any:
+    value: Any = metadata
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def equals(value: Any, target: Any) -> bool:
+    if target is None:
+        return value is None
+    if isinstance(target, bool):
+        return isinstance(value, bool) and value == target
+    if is_number(target):
+        return is_number(value) and value == target
+    return isinstance(value, str) and value == target
+
+
+def compare(value: Any, op: str, target: Any) -> bool:
+    if not ((is_number(target) and is_number(value)) or (isinstance(target, str) and isinstance(value, str))):
+        return False
+    return {"$gt": value > target, "$gte": value >= target, "$lt": value < target, "$lte": value <= target}[op]
+
+
+def matches(metadata: dict, spec: dict) -> bool:
+    for key, condition in spec.items():
+        if key == "$and":
+            ok = all(matches(metadata, s) for s in condition)
+        elif key == "$or":
+            ok = any(matches(metadata, s) for s in condition)
+        elif key == "$not":
+            ok = not matches(metadata, condition)
+        else:
+            value = lookup(metadata, key)
+            ops = condition if isinstance(condition, dict) else {"$eq": condition}
+            ok = all(field_matches(value, op, target) for op, target in ops.items())
+        if not ok:
+            return False
+    return True
+
+
+def field_matches(value: Any, op: str, target: Any) -> bool:
+    if op == "$eq":
+        return equals(value, target)
+    if op == "$ne":
+        return not equals(value, target)
+    if op == "$in":
+        return any(equals(value, t) for t in target)
+    if op == "$nin":
+        return not any(equals(value, t) for t in target)
+    if op == "$exists":
+        return (value is not MISSING) == target
+    return compare(value, op, target)
+
+
+# --- random documents and filters --------------------------------------------------------------------------------
+
+SCALARS = st.one_of(
+    st.integers(-3, 3),
+    st.sampled_from([0.5, -1.5, 2.0]),
+    st.sampled_from(["x", "y", "z", ""]),
+    st.booleans(),
+    st.none(),
+)
+FIELDS = ["a", "b", "c", "nested.k", "missing"]
+
+
+def random_metadata(rng: random.Random) -> dict:
+    metadata: dict[str, Any] = {}
+    choices: list[Any] = [-3, -1, 0, 1, 2, 3, 0.5, -1.5, 2.0, "x", "y", "z", "", True, False, None]
+    for field in ("a", "b", "c"):
+        if rng.random() < 0.8:
+            metadata[field] = rng.choice(choices)
+    if rng.random() < 0.6:
+        metadata["nested"] = {"k": rng.choice(choices)} if rng.random() < 0.9 else "flat"
+    if rng.random() < 0.2:
+        metadata["list"] = [1, 2]
+    return metadata
+
+
+def field_conditions() -> st.SearchStrategy:
+    ordered = st.one_of(st.integers(-3, 3), st.sampled_from([0.5, -1.5]), st.sampled_from(["x", "y", ""]))
+    return st.one_of(
+        SCALARS,
+        st.dictionaries(
+            st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"]),
+            SCALARS,
+            min_size=1,
+            max_size=2,
+        ).map(lambda ops: {op: fix_operand(op, value) for op, value in ops.items()}),
+        st.fixed_dictionaries({"$gt": ordered}),
+    )
+
+
+def fix_operand(op: str, value: Any) -> Any:
+    if op in ("$in", "$nin"):
+        return [value, "y"]
+    if op == "$exists":
+        return bool(value)
+    if op in ("$gt", "$gte", "$lt", "$lte") and (value is None or isinstance(value, bool)):
+        return 1
+    return value
+
+
+FILTERS = st.recursive(
+    st.dictionaries(st.sampled_from(FIELDS), field_conditions(), min_size=1, max_size=2),
+    lambda inner: st.one_of(
+        st.fixed_dictionaries({"$and": st.lists(inner, min_size=1, max_size=3)}),
+        st.fixed_dictionaries({"$or": st.lists(inner, min_size=1, max_size=3)}),
+        st.fixed_dictionaries({"$not": inner}),
+    ),
+    max_leaves=6,
+)
+
+
+@pytest.fixture(scope="module")
+def random_index(server) -> tuple[str, dict[str, dict]]:
+    rng = random.Random(7)
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        name = new_index(http, dimensions=4)
+        documents = {f"d{i}": random_metadata(rng) for i in range(300)}
+        add(
+            http,
+            name,
+            [{"id": i, "metadata": m, "vector": [rng.random() for _ in range(4)]} for i, m in documents.items()],
+        )
+    return name, documents
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=FILTERS)
+def test_filters_match_python_evaluation(http, random_index, spec):
+    name, documents = random_index
+    expected = {doc_id for doc_id, metadata in documents.items() if matches(metadata, spec)}
+    hits = query(http, name, vector=[0.5, 0.5, 0.5, 0.5], top_k=1000, filter=spec, include=[])
+    assert {h["id"] for h in hits} == expected
+    deleted_nothing = http.post(
+        f"/v1/indexes/{name}/documents/delete", json={"filter": {"$and": [spec, {"a": "never"}]}}
+    )
+    assert deleted_nothing.json()["deleted"] == 0
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"a": [1, 2]},
+        {"a": {"b": 1}},
+        {"a": {"$gt": True}},
+        {"a": {"$in": []}},
+        {"a": {"$in": 3}},
+        {"a": {"$exists": 1}},
+        {"$nor": []},
+        {"a..b": 1},
+        {'a"); DROP TABLE documents; --': 1},
+        {"a": {"$gt": 2**70}},
+        {"$not": 3},
+    ],
+)
+def test_invalid_filters_are_400(http, random_index, spec):
+    name, _ = random_index
+    response = http.post(f"/v1/indexes/{name}/query", json={"vector": [1, 0, 0, 0], "filter": spec})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "filter"
+    assert "filter" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_filter_matching_one_in_ten_thousand(http, kind):
+    rng = np.random.default_rng(1)
+    name = new_index(http, dimensions=8, kind=kind)
+    vectors = rng.normal(size=(10_000, 8)).round(4)
+    for start in range(0, 10_000, 1000):
+        add(
+            http,
+            name,
+            [
+                {"id": f"n{i}", "vector": vectors[i].tolist(), "metadata": {"rare": i == 4321, "group": i % 10}}
+                for i in range(start, start + 1000)
+            ],
+        )
+    far_away = (-vectors[4321]).tolist()  # the rare document is the worst match for this query
+    hits = query(http, name, vector=far_away, top_k=5, filter={"rare": True})
+    assert [h["id"] for h in hits] == ["n4321"]
+    # A broad filter (1 in 10) still gives top_k results, all matching, best first.
+    hits = query(http, name, vector=far_away, top_k=20, filter={"group": 3})
+    assert len(hits) == 20 and all(int(h["id"][1:]) % 10 == 3 for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_restart_finds_everything(tmp_path: Path):
+    first = start_server(tmp_path)
+    try:
+        with httpx.Client(base_url=first.url, timeout=60) as http:
+            name = new_index(http)
+            add(http, name, [{"id": f"p{i}", "text": f"paragraph {i} about topic {i % 7}"} for i in range(40)])
+            before = query(http, name, query="topic 3", top_k=10)
+    finally:
+        first.stop()
+    second = start_server(tmp_path)
+    try:
+        with httpx.Client(base_url=second.url, timeout=60) as http:
+            assert http.get(f"/v1/indexes/{name}").json()["document_count"] == 40
+            assert query(http, name, query="topic 3", top_k=10) == before
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt", "truncate"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_missing_or_corrupt_faiss_file_is_rebuilt(tmp_path: Path, damage: str, kind: str):
+    first = start_server(tmp_path)
+    try:
+        with httpx.Client(base_url=first.url, timeout=60) as http:
+            name = new_index(http, kind=kind)
+            add(http, name, [{"id": f"p{i}", "text": f"note {i} on subject {i % 5}"} for i in range(30)])
+            http.post(f"/v1/indexes/{name}/documents/delete", json={"ids": ["p1", "p2"]})
+            before = query(http, name, query="subject 2", top_k=10)
+    finally:
+        first.stop()
+    faiss_file = tmp_path / "indexes" / name / "vectors.faiss"
+    assert faiss_file.exists()
+    if damage == "delete":
+        faiss_file.unlink()
+    elif damage == "corrupt":
+        data = bytearray(faiss_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        faiss_file.write_bytes(bytes(data))
+    else:
+        faiss_file.write_bytes(faiss_file.read_bytes()[:100])
+    second = start_server(tmp_path)
+    try:
+        with httpx.Client(base_url=second.url, timeout=60) as http:
+            assert query(http, name, query="subject 2", top_k=10) == before
+            assert http.get(f"/v1/indexes/{name}").json()["vector_count"] == 28
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_crash_without_checkpoint_is_caught_up_from_sqlite(tmp_path: Path, kind: str):
+    """A store that is never closed (a crash) still opens with every committed write, from an old checkpoint."""
+    config = IndexConfig(name="crash", model=MODEL, dimensions=4, kind=kind)
+    catalog = IndexCatalog(tmp_path)
+    store = catalog.create(config)
+    rng = np.random.default_rng(3)
+
+    def docs(ids: range) -> list[DocumentRecord]:
+        return [DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, rng.normal(size=4).astype("f4"))]) for i in ids]
+
+    store.upsert(docs(range(50)))
+    store.checkpoint()  # the file on disk now reflects the first 50
+    store.upsert(docs(range(40, 80)))  # replaces 10, adds 30: after the checkpoint
+    store.delete(["d0", "d1"])
+    expected = store.search(np.ones((1, 4), "f4"), 100)
+    reopened = IndexStore(tmp_path / "crash")  # as if the process had died: no close, no checkpoint
+    got = reopened.search(np.ones((1, 4), "f4"), 100)
+    assert [(h.id, round(h.score, 5)) for h in got] == [(h.id, round(h.score, 5)) for h in expected]
+    assert len(got) == 78
+
+
+def test_hnsw_compacts_tombstones(tmp_path: Path):
+    store = IndexStore(tmp_path / "h", IndexConfig(name="h", model=MODEL, dimensions=4, kind="hnsw"), compact_ratio=0.5)
+    rng = np.random.default_rng(5)
+    for _ in range(5):  # rewrite the same 20 documents: 80 superseded vectors over time
+        store.upsert(
+            [
+                DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, rng.normal(size=4).astype("f4"))])
+                for i in range(20)
+            ]
+        )
+    assert store._vectors.ntotal <= 40 and len(store.search(np.ones((1, 4), "f4"), 100)) == 20
+
+
+def test_queries_never_see_half_a_batch(http):
+    name = new_index(http, dimensions=4)
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def reader() -> None:
+        with httpx.Client(base_url=str(http.base_url), timeout=60) as client:
+            while not stop.is_set():
+                hits = query(client, name, vector=[1, 1, 1, 1], top_k=1000, include=["metadata"])
+                sizes: dict[int, int] = {}
+                for hit in hits:
+                    sizes[hit["metadata"]["batch"]] = sizes.get(hit["metadata"]["batch"], 0) + 1
+                failures.extend(f"batch {b} seen with {n} of 50" for b, n in sizes.items() if n != 50)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in readers:
+        thread.start()
+    rng = random.Random(0)
+    for batch in range(12):
+        ids = [f"b{batch}-{i}" for i in range(50)]
+        add(
+            http,
+            name,
+            [{"id": i, "vector": [rng.random() for _ in range(4)], "metadata": {"batch": batch}} for i in ids],
+        )
+    stop.set()
+    for thread in readers:
+        thread.join()
+    assert not failures, failures[:5]
+    assert http.get(f"/v1/indexes/{name}").json()["document_count"] == 600
+
+
+def test_index_model_must_exist_for_query_model(http):
+    response = http.post("/v1/indexes", json={"name": "qm", "model": MODEL, "query_model": "nope"})
+    assert response.status_code == 404 and response.json()["error"]["param"] == "query_model"
