@@ -13,6 +13,8 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from indexes.catalog import IndexCatalog
 from service.api.embeddings import create_embeddings
+from service.api.files import files_router
+from service.api.fine_tuning import fine_tuning_router
 from service.api.indexes import indexes_router
 from service.api.models import list_models, retrieve_model
 from service.config import Settings
@@ -20,6 +22,9 @@ from service.embeddings.local import LocalEmbedder
 from service.embeddings.model_files import bundled_model_files, load_model_files
 from service.embeddings.registry import EmbedderRegistry
 from service.errors import error_to_response
+from service.finetune.files import FileStore
+from service.finetune.jobs import JobStore
+from service.finetune.service import FineTuningService
 from service.search import SearchService
 
 log = logging.getLogger("vsearch")
@@ -33,6 +38,14 @@ class Services:
     registry: EmbedderRegistry
     catalog: IndexCatalog
     search: SearchService
+    fine_tuning: FineTuningService
+
+    async def start(self) -> None:
+        await self.fine_tuning.start()
+
+    async def stop(self) -> None:
+        await self.fine_tuning.stop()
+        self.close()
 
     def close(self) -> None:
         self.catalog.close()  # checkpoints every open index
@@ -49,7 +62,16 @@ def build_services(settings: Settings) -> Services:
         registry.add(LocalEmbedder(files, model_cache, settings.inference_threads))
     catalog = IndexCatalog(settings.data_dir / "indexes")
     search = SearchService(catalog, registry, settings.max_documents_per_request)
-    return Services(settings=settings, registry=registry, catalog=catalog, search=search)
+    files = FileStore(settings.data_dir / "files", settings.max_upload_bytes)
+    fine_tuning = FineTuningService(
+        JobStore(settings.data_dir / "finetune" / "jobs.sqlite"),
+        files,
+        registry,
+        catalog,
+        settings.data_dir / "finetune" / "adapters",
+    )
+    fine_tuning.load_models()
+    return Services(settings, registry, catalog, search, fine_tuning)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -59,14 +81,24 @@ def create_app(settings: Settings) -> Litestar:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
     return Litestar(
-        route_handlers=[create_embeddings, list_models, retrieve_model, indexes_router],
+        route_handlers=[
+            create_embeddings,
+            list_models,
+            retrieve_model,
+            indexes_router,
+            files_router,
+            fine_tuning_router,
+        ],
         dependencies={
             "registry": constant(services.registry),
             "search": constant(services.search),
+            "files": constant(services.fine_tuning.files),
+            "fine_tuning": constant(services.fine_tuning),
             "max_inputs": constant(settings.max_inputs_per_request),
         },
         exception_handlers={Exception: error_to_response},
-        on_shutdown=[services.close],
+        on_startup=[services.start],
+        on_shutdown=[services.stop],
         openapi_config=OpenAPIConfig(
             title="vsearch",
             version="0.1.0",

@@ -20,6 +20,7 @@ class Settings(msgspec.Struct, kw_only=True):
     inference_threads: int = 0
     max_inputs_per_request: int = 2048
     max_documents_per_request: int = 1000
+    max_upload_bytes: int = 512 * 1024 * 1024
 
 
 def settings_from_env(environ: dict[str, str] | None = None, **overrides: object) -> Settings:

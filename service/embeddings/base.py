@@ -30,6 +30,10 @@ class Embedder(Protocol):
         self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
     ) -> EmbeddingResult: ...
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each model token of `text` (without special tokens), for chunking."""
+        ...
+
     def close(self) -> None: ...
 
 

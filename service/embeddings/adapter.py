@@ -1,0 +1,41 @@
+"""A fine-tuned query model: a base embedder followed by a trained linear adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult, shorten
+
+
+class AdapterEmbedder:
+    owned_by = "vsearch-fine-tune"
+
+    def __init__(self, model_id: str, base: Embedder, weights: np.ndarray, created: int) -> None:
+        self.model_id = model_id
+        self.base = base
+        self.base_model = base.model_id  # an index may use this as query_model only over this base
+        self.weights = weights.astype(np.float32)
+        self.dimensions = base.dimensions
+        self.max_input_tokens = base.max_input_tokens
+        self.supports_dimensions = base.supports_dimensions
+        self.created = created
+
+    @property
+    def special_tokens(self) -> int:
+        return getattr(self.base, "special_tokens", 0)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self.base.token_offsets(text)
+
+    async def embed(
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
+    ) -> EmbeddingResult:
+        base = await self.base.embed(inputs, None, truncate)
+        adapted = base.vectors @ self.weights
+        adapted /= np.maximum(np.linalg.norm(adapted, axis=1, keepdims=True), 1e-12)
+        return EmbeddingResult(shorten(adapted.astype(np.float32), dimensions), base.prompt_tokens)
+
+    def close(self) -> None:
+        pass  # the base embedder is closed by the registry

@@ -1,0 +1,149 @@
+"""JobStore: fine-tuning jobs, their events and checkpoints, in SQLite (they survive restarts)."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlite_utils
+
+from service.errors import NotFound
+from service.schemas import CheckpointMetrics, FineTuningJob, JobCheckpoint, JobEvent
+
+UNFINISHED = ("validating_files", "queued", "running")
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            database = sqlite_utils.Database(db)
+            database["jobs"].create({"id": str, "created_at": int, "body": str}, pk="id", if_not_exists=True)
+            database["events"].create({"seq": int, "id": str, "job_id": str, "body": str}, pk="seq", if_not_exists=True)
+            database["checkpoints"].create(
+                {"seq": int, "id": str, "job_id": str, "body": str}, pk="seq", if_not_exists=True
+            )
+            database["events"].create_index(["job_id"], if_not_exists=True)
+            database["checkpoints"].create_index(["job_id"], if_not_exists=True)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self._path, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def new_id() -> str:
+        return f"ftjob-{secrets.token_hex(12)}"
+
+    def save(self, job: FineTuningJob) -> None:
+        with self._lock, self._connect() as db:
+            db.execute(
+                "INSERT INTO jobs VALUES (?, ?, ?)",
+                (job.id, job.created_at, msgspec.json.encode(job).decode()),
+            )
+
+    def get(self, job_id: str) -> FineTuningJob:
+        with self._connect() as db:
+            row = db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"Could not find fine-tune job: {job_id}", param="fine_tuning_job_id", code="job_not_found")
+        return msgspec.json.decode(row[0], type=FineTuningJob)
+
+    def update(self, job_id: str, **changes: Any) -> FineTuningJob:
+        with self._lock:
+            job = msgspec.structs.replace(self.get(job_id), **changes)
+            with self._connect() as db:
+                db.execute("UPDATE jobs SET body = ? WHERE id = ?", (msgspec.json.encode(job).decode(), job_id))
+        return job
+
+    def list(self, limit: int, after: str | None) -> tuple[list[FineTuningJob], bool]:
+        """Newest first; `after` is the id of the last job of the previous page."""
+        sql, params = "SELECT body FROM jobs", []
+        if after:
+            self.get(after)
+            sql += " WHERE rowid < (SELECT rowid FROM jobs WHERE id = ?)"
+            params = [after]
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY rowid DESC LIMIT ?", [*params, limit + 1]).fetchall()
+        jobs = [msgspec.json.decode(row[0], type=FineTuningJob) for row in rows]
+        return jobs[:limit], len(jobs) > limit
+
+    def unfinished(self) -> list[FineTuningJob]:
+        with self._connect() as db:
+            rows = db.execute("SELECT body FROM jobs ORDER BY rowid").fetchall()
+        jobs = [msgspec.json.decode(row[0], type=FineTuningJob) for row in rows]
+        return [job for job in jobs if job.status in UNFINISHED]
+
+    def add_event(
+        self, job_id: str, message: str, level: str = "info", data: dict | None = None, type_: str = "message"
+    ) -> None:
+        event = JobEvent(
+            id=f"ftevent-{secrets.token_hex(12)}",
+            created_at=int(time.time()),
+            level=level,  # type: ignore[arg-type]
+            message=message,
+            data=data,
+            type=type_,  # type: ignore[arg-type]
+        )
+        with self._lock, self._connect() as db:
+            db.execute(
+                "INSERT INTO events (id, job_id, body) VALUES (?, ?, ?)",
+                (event.id, job_id, msgspec.json.encode(event).decode()),
+            )
+
+    def events(self, job_id: str, limit: int, after: str | None) -> tuple[list[JobEvent], bool]:
+        """Newest first, as OpenAI lists them; `after` is an event id."""
+        self.get(job_id)
+        sql, params = "SELECT body FROM events WHERE job_id = ?", [job_id]
+        if after:
+            sql += " AND seq < (SELECT seq FROM events WHERE id = ?)"
+            params.append(after)
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1]).fetchall()
+        events = [msgspec.json.decode(row[0], type=JobEvent) for row in rows]
+        return events[:limit], len(events) > limit
+
+    def add_checkpoint(self, job_id: str, model_id: str, step: int, metrics: CheckpointMetrics) -> None:
+        checkpoint = JobCheckpoint(
+            id=f"ftckpt-{secrets.token_hex(12)}",
+            created_at=int(time.time()),
+            fine_tuned_model_checkpoint=model_id,
+            fine_tuning_job_id=job_id,
+            metrics=metrics,
+            step_number=step,
+        )
+        with self._lock, self._connect() as db:
+            db.execute(
+                "INSERT INTO checkpoints (id, job_id, body) VALUES (?, ?, ?)",
+                (checkpoint.id, job_id, msgspec.json.encode(checkpoint).decode()),
+            )
+
+    def checkpoints(self, job_id: str, limit: int, after: str | None) -> tuple[list[JobCheckpoint], bool]:
+        self.get(job_id)
+        sql, params = "SELECT body FROM checkpoints WHERE job_id = ?", [job_id]
+        if after:
+            sql += " AND seq < (SELECT seq FROM checkpoints WHERE id = ?)"
+            params.append(after)
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1]).fetchall()
+        items = [msgspec.json.decode(row[0], type=JobCheckpoint) for row in rows]
+        return items[:limit], len(items) > limit
+
+    def clear_progress(self, job_id: str) -> None:
+        """Forget checkpoints of an interrupted run before it starts again."""
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
