@@ -13,6 +13,7 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 Metric = Literal["cosine", "ip", "l2"]
 Kind = Literal["flat", "hnsw"]
+LexicalTokenizer = Literal["porter", "unicode61", "trigram"]
 
 
 class HnswConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -30,6 +31,7 @@ class IndexConfig(msgspec.Struct, kw_only=True):
     kind: Kind = "flat"
     hnsw: HnswConfig | None = None
     query_model: str | None = None  # changeable after creation: a fine-tuned query encoder over `model`
+    lexical_tokenizer: LexicalTokenizer = "porter"  # FTS5 tokenizer for lexical (BM25) search
     created_at: int = 0
 
 

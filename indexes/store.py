@@ -9,6 +9,7 @@ was acknowledged.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -34,6 +35,13 @@ VECTORS = "vectors.faiss"
 # candidate sets go to FAISS with an ID selector (exact for flat, graph search for HNSW).
 EXACT_SCORING_LIMIT = 20_000
 CHECKPOINT_SECONDS = 30
+HYBRID_DEPTH = 100  # hybrid fuses the best this-many (or top_k, if more) of each list
+MAX_QUERY_TERMS = 64
+LEXICAL_TOKENIZERS = {
+    "porter": "porter unicode61 remove_diacritics 2",  # English stemming over Unicode words, accents folded
+    "unicode61": "unicode61 remove_diacritics 2",  # no stemming: any language with spaces between words
+    "trigram": "trigram",  # substrings: codes, identifiers, languages without spaces
+}
 
 
 @dataclass
@@ -76,6 +84,7 @@ class Hit:
     metadata: dict[str, Any]
     parent_id: str | None
     vector: np.ndarray
+    ranks: dict[str, int]  # rank of the hit in each list it came from ("dense", "lexical")
 
 
 @dataclass
@@ -83,6 +92,13 @@ class IndexStats:
     document_count: int
     vector_count: int
     bytes: int
+
+
+def fts_query(text: str) -> str:
+    """Any text as an FTS5 query: its words, each quoted as a literal, any of them matching (BM25 ranks the
+    documents with more and rarer words first). FTS5's own syntax (quotes, *, NEAR, -, :) never reaches it."""
+    words = list(dict.fromkeys(re.findall(r"\w+", text.lower())))[:MAX_QUERY_TERMS]
+    return " OR ".join(f'"{word}"' for word in words)
 
 
 class IndexStore:
@@ -100,6 +116,7 @@ class IndexStore:
             folder.mkdir(parents=True, exist_ok=False)
             self._create_schema(check_config(config))
         self.config = msgspec.json.decode(self._meta("config"), type=IndexConfig)
+        self._ensure_lexical_table()
         self._vectors, self._checkpoint_seq = self._open_vectors()
         self._last_checkpoint = time.monotonic()
 
@@ -147,9 +164,26 @@ class IndexStore:
         db["chunks"].create_index(["seq"])
         # Ids removed from SQLite after the last FAISS checkpoint (and, for HNSW, since the last compaction).
         db["deleted_chunks"].create({"id": int, "seq": int}, pk="id")
+        self._create_lexical_table(config)
         db["meta"].insert_all(
             [{"key": "config", "value": msgspec.json.encode(config).decode()}, {"key": "seq", "value": "0"}]
         )
+
+    def _create_lexical_table(self, config: IndexConfig) -> None:
+        # FTS5 over chunk texts, rowid = chunk id; the tokenizer clause comes from a fixed table, never from input.
+        tokenize = LEXICAL_TOKENIZERS[config.lexical_tokenizer]
+        self._db.execute(f"CREATE VIRTUAL TABLE chunks_fts USING fts5(text, tokenize = '{tokenize}')")
+
+    def _ensure_lexical_table(self) -> None:
+        """Indexes made before hybrid search get their FTS5 table on open, filled from the documents."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'").fetchone():
+            return
+        with self._transaction() as db:
+            self._create_lexical_table(self.config)
+            db.execute(
+                "INSERT INTO chunks_fts (rowid, text) SELECT c.id, substr(d.text, c.start + 1, c.end - c.start) "
+                "FROM chunks c JOIN documents d ON d.doc_id = c.doc_id"
+            )
 
     def _meta(self, key: str) -> str:
         return self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
@@ -276,6 +310,10 @@ class IndexStore:
                         ).fetchone()
                         new_ids.append(chunk_id)
                         new_vectors.append(vector)
+                        db.execute(
+                            "INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)",
+                            (chunk_id, doc.text[chunk.start : chunk.end]),
+                        )
             # Committed: now mirror it in FAISS before any reader can look.
             self._vectors.remove(np.array(removed, dtype=np.int64))
             if new_ids:
@@ -291,6 +329,7 @@ class IndexStore:
             marks = ",".join("?" * len(part))
             removed += [r[0] for r in db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks}) RETURNING id", part)]
         db.executemany("INSERT OR REPLACE INTO deleted_chunks VALUES (?, ?)", [(i, seq) for i in removed])
+        db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(i,) for i in removed])
         return removed
 
     def delete(self, doc_ids: Sequence[str]) -> list[str]:
@@ -353,18 +392,65 @@ class IndexStore:
         return IndexStats(documents, vectors, size)
 
     def search(
-        self, query: np.ndarray, top_k: int, filter_spec: dict[str, Any] | None = None, min_score: float | None = None
+        self,
+        query: np.ndarray | None,
+        top_k: int,
+        filter_spec: dict[str, Any] | None = None,
+        min_score: float | None = None,
+        text: str | None = None,
+        mode: str = "dense",
+        rrf_k: int = 60,
+        weights: tuple[float, float] = (1.0, 1.0),
     ) -> list[Hit]:
-        """The `top_k` best chunks for one query vector, all matching the filter; best first."""
+        """The `top_k` best chunks, all matching the filter, best first. `mode`: dense (the query vector), lexical
+        (BM25 over `text`) or hybrid (reciprocal-rank fusion of both lists, weighted dense, lexical)."""
         with self._lock.read():
-            if filter_spec:
-                scores, ids = self._filtered_search(query, top_k, filter_spec)
+            lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            depth = top_k if mode != "hybrid" else max(top_k, HYBRID_DEPTH)
+            if mode in ("dense", "hybrid"):
+                assert query is not None
+                lists["dense"] = (
+                    self._filtered_search(query, depth, filter_spec)
+                    if filter_spec
+                    else self._vectors.search(query, depth)
+                )
+            if mode in ("lexical", "hybrid"):
+                lists["lexical"] = self._lexical_search(text or "", depth, filter_spec)
+            ranks: dict[int, dict[str, int]] = {}
+            for name, (_, ids) in lists.items():
+                for rank, chunk_id in enumerate(ids, start=1):
+                    ranks.setdefault(int(chunk_id), {})[name] = rank
+            if mode == "hybrid":
+                weight = {"dense": weights[0], "lexical": weights[1]}
+                fused = {i: sum(weight[n] / (rrf_k + r) for n, r in by_list.items()) for i, by_list in ranks.items()}
+                best = sorted(fused, key=lambda i: -fused[i])[:top_k]
+                scores, ids = np.array([fused[i] for i in best]), np.array(best, dtype=np.int64)
             else:
-                scores, ids = self._vectors.search(query, top_k)
+                scores, ids = lists[mode]
             if min_score is not None:
                 keep = scores >= min_score
                 scores, ids = scores[keep], ids[keep]
-            return self._hits(scores, ids)
+            return self._hits(scores, ids, ranks)
+
+    def _lexical_search(
+        self, text: str, top_k: int, filter_spec: dict[str, Any] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 over the chunks' FTS5 table; higher scores are better (FTS5's bm25() is lower-is-better)."""
+        match = fts_query(text)
+        if not match:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        sql = "SELECT chunks_fts.rowid, bm25(chunks_fts) AS rank FROM chunks_fts"
+        params: list[Any] = [match]
+        condition = ""
+        if filter_spec:
+            where = compile_filter(filter_spec)
+            sql += " JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.doc_id = c.doc_id"
+            condition = f" AND {where.sql}"
+            params += where.params
+        rows = self._db.execute(
+            f"{sql} WHERE chunks_fts MATCH ?{condition} ORDER BY rank LIMIT ?", [*params, top_k]
+        ).fetchall()
+        return -np.array([r[1] for r in rows], dtype=np.float64), np.array([r[0] for r in rows], dtype=np.int64)
 
     def _filtered_search(
         self, query: np.ndarray, top_k: int, filter_spec: dict[str, Any]
@@ -383,7 +469,7 @@ class IndexStore:
         allowed = np.fromiter((r[0] for r in self._db.execute(f"SELECT c.id {joined}", where.params)), dtype=np.int64)
         return self._vectors.search(query, top_k, allowed)
 
-    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+    def _hits(self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]]) -> list[Hit]:
         if not len(ids):
             return []
         marks = ",".join("?" * len(ids))
@@ -408,6 +494,7 @@ class IndexStore:
                     metadata=json.loads(metadata),
                     parent_id=doc_id if split else None,
                     vector=np.frombuffer(blob, dtype="<f4"),
+                    ranks=ranks.get(int(chunk_id), {}),
                 )
             )
         return hits

@@ -1,9 +1,10 @@
 """Retrieval quality of vsearch on a BEIR dataset, end to end through the REST API.
 
     python scripts/eval_beir.py ../shared/datasets/scifact [--kind flat hnsw] [--chunking truncate split]
+                                [--mode dense lexical hybrid]
 
 For each (kind, chunking) pair: creates an index, ingests the corpus (`title + " " + text`), runs the split's
-queries, and prints nDCG@10 and Recall@100 computed with pytrec_eval (the `bench` extra). Starts its own
+queries in each search mode, and prints nDCG@10 and Recall@100 computed with pytrec_eval (the `bench` extra). Starts its own
 `vsearch serve` on a free loopback port and a temporary data dir unless --url is given.
 """
 
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--kind", nargs="+", default=["flat", "hnsw"], choices=["flat", "hnsw"])
     parser.add_argument("--chunking", nargs="+", default=["truncate", "split"], choices=["truncate", "split"])
+    parser.add_argument("--mode", nargs="+", default=["dense"], choices=["dense", "lexical", "hybrid"])
     parser.add_argument("--url", help="a running vsearch (default: start one on a temporary data dir)")
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
@@ -132,18 +134,19 @@ def main() -> None:
     print(f"{args.dataset.name}: {len(corpus)} documents, {len(queries)} {args.split} queries")
     server = contextlib.nullcontext(args.url) if args.url else local_server()
     with server as url, httpx.Client(base_url=url, timeout=600) as client:
-        print(f"{'kind':<6}{'chunking':<10}{'nDCG@10':>9}{'R@100':>8}{'ingest s':>10}{'docs/s':>8}")
+        print(f"{'kind':<6}{'chunking':<10}{'mode':<9}{'nDCG@10':>9}{'R@100':>8}{'ingest s':>10}{'docs/s':>8}")
         for kind in args.kind:
             for chunking in args.chunking:
                 name = f"eval-{args.dataset.name.lower()}-{kind}-{chunking}-{int(time.time())}"
                 check(client.post("/v1/indexes", json={"name": name, "model": MODEL, "kind": kind}))
                 seconds = ingest(client, name, corpus, chunking, args.batch_size)
-                scores = evaluate(qrels, search(client, name, queries, 100, {}))
-                print(
-                    f"{kind:<6}{chunking:<10}{scores['ndcg@10']:>9.4f}{scores['recall@100']:>8.4f}"
-                    f"{seconds:>10.1f}{len(corpus) / seconds:>8.1f}",
-                    flush=True,
-                )
+                for mode in args.mode:
+                    scores = evaluate(qrels, search(client, name, queries, 100, {"mode": mode}))
+                    print(
+                        f"{kind:<6}{chunking:<10}{mode:<9}{scores['ndcg@10']:>9.4f}{scores['recall@100']:>8.4f}"
+                        f"{seconds:>10.1f}{len(corpus) / seconds:>8.1f}",
+                        flush=True,
+                    )
                 check(client.delete(f"/v1/indexes/{name}"))
 
 

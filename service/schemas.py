@@ -71,6 +71,9 @@ class HnswParams(Struct, forbid_unknown_fields=True, kw_only=True):
     ef_search: HnswInt = 128
 
 
+LexicalTokenizer = Literal["porter", "unicode61", "trigram"]
+
+
 class CreateIndexRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     model: str
@@ -79,6 +82,8 @@ class CreateIndexRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     kind: IndexKind = "flat"
     hnsw: HnswParams | None = None
     query_model: str | None = None
+    # FTS5 tokenizer for lexical search: porter (English stemming, default), unicode61 (no stemming), trigram.
+    lexical_tokenizer: LexicalTokenizer = "porter"
 
 
 class UpdateIndexRequest(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -97,6 +102,7 @@ class IndexObject(Struct, kw_only=True):
     metric: Metric
     kind: IndexKind
     hnsw: HnswParams | None
+    lexical_tokenizer: LexicalTokenizer
     created_at: int
     document_count: int
     vector_count: int
@@ -178,6 +184,11 @@ class DeleteDocumentsResponse(Struct, kw_only=True):
 Include = Literal["text", "metadata", "vector"]
 
 
+class FusionWeights(Struct, forbid_unknown_fields=True, kw_only=True):
+    dense: Annotated[float, Meta(ge=0)] = 1.0
+    lexical: Annotated[float, Meta(ge=0)] = 1.0
+
+
 class QueryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     """Exactly one of `query` (a text), `vector`, or `queries` (a batch of texts)."""
 
@@ -188,11 +199,18 @@ class QueryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     filter: Filter | None = None
     include: list[Include] = msgspec.field(default_factory=lambda: ["text", "metadata"])
     min_score: float | None = None
+    # dense: nearest vectors; lexical: BM25 over the texts; hybrid: reciprocal-rank fusion of the two lists.
+    mode: Literal["dense", "lexical", "hybrid"] = "dense"
+    rrf_k: Annotated[int, Meta(ge=1, le=10_000)] = 60
+    weights: FusionWeights | None = None
 
 
 class QueryHit(Struct, kw_only=True, omit_defaults=True):
     id: str
-    score: float  # higher is better: cosine or inner product, or minus the Euclidean distance for l2
+    # Higher is better. dense: cosine or inner product, or minus the Euclidean distance for l2; lexical: BM25;
+    # hybrid: the reciprocal-rank-fusion score.
+    score: float
+    ranks: dict[str, int] | None = None  # the hit's 1-based rank in each list it came from: dense, lexical
     text: str | None = None
     metadata: Metadata | None = None
     vector: list[float] | None = None

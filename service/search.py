@@ -68,6 +68,7 @@ class SearchService:
         kind: str,
         hnsw: HnswConfig | None,
         query_model: str | None,
+        lexical_tokenizer: str = "porter",
     ) -> IndexStore:
         width = self.registry.output_dimensions(model, dimensions)
         config = IndexConfig(
@@ -78,6 +79,7 @@ class SearchService:
             metric=metric,  # type: ignore[arg-type]
             kind=kind,  # type: ignore[arg-type]
             hnsw=hnsw,
+            lexical_tokenizer=lexical_tokenizer,  # type: ignore[arg-type]
         )
         if query_model is not None:
             self.check_query_model(config, query_model)
@@ -216,24 +218,39 @@ class SearchService:
         top_k: int,
         filter_spec: dict[str, Any] | None,
         min_score: float | None,
+        mode: str = "dense",
+        rrf_k: int = 60,
+        weights: tuple[float, float] = (1.0, 1.0),
     ) -> QueryOutcome:
         store = self.catalog.get(name)
         config = store.config
         model = config.query_model or config.model
         if vector is not None:
+            if mode != "dense":
+                raise InvalidRequest(f"mode '{mode}' needs a text query, not a vector.", param="mode")
             if len(vector) != config.dimensions:
                 raise InvalidRequest(
                     f"vector has {len(vector)} dimensions; index '{name}' has {config.dimensions}.", param="vector"
                 )
-            vectors, tokens = np.asarray([vector], dtype=np.float32), 0
+            vectors: list[np.ndarray | None] = [np.asarray(vector, dtype=np.float32)]
+            texts, tokens = [None], 0  # type: ignore[list-item]
         else:
             assert texts is not None
             for i, text in enumerate(texts):
                 if not text.strip():
                     raise InvalidRequest(f"query {i} is empty.", param="query")
-            result = await self.registry.embed(model, texts, config.requested_dimensions)
-            vectors, tokens = result.vectors, result.prompt_tokens
-        hits = await asyncio.to_thread(
-            lambda: [store.search(v[None, :], top_k, filter_spec, min_score) for v in vectors]
-        )
-        return QueryOutcome(hits, model, tokens)
+            if mode == "lexical":  # BM25 alone needs no embedding
+                vectors, tokens = [None] * len(texts), 0
+            else:
+                result = await self.registry.embed(model, texts, config.requested_dimensions)
+                vectors, tokens = list(result.vectors), result.prompt_tokens
+
+        def run() -> list[list[Hit]]:
+            return [
+                store.search(
+                    None if v is None else v[None, :], top_k, filter_spec, min_score, text, mode, rrf_k, weights
+                )
+                for v, text in zip(vectors, texts, strict=True)
+            ]
+
+        return QueryOutcome(await asyncio.to_thread(run), model, tokens)

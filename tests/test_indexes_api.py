@@ -66,7 +66,7 @@ def test_query_options(http):
     name = new_index(http)
     add(http, name, DOCS)
     bare = query(http, name, query="birdsong", top_k=1, include=[])
-    assert set(bare[0]) == {"id", "score"}
+    assert set(bare[0]) == {"id", "score", "ranks"} and bare[0]["ranks"] == {"dense": 1}
     with_vector = query(http, name, query="birdsong", top_k=1, include=["vector"])
     assert len(with_vector[0]["vector"]) == 384 and "text" not in with_vector[0]
     by_vector = query(http, name, vector=with_vector[0]["vector"], top_k=1)

@@ -50,6 +50,7 @@ def index_object(store: IndexStore) -> IndexObject:
         metric=config.metric,
         kind=config.kind,
         hnsw=HnswParams(m=hnsw.m, ef_construction=hnsw.ef_construction, ef_search=hnsw.ef_search) if hnsw else None,
+        lexical_tokenizer=config.lexical_tokenizer,
         created_at=config.created_at,
         document_count=stats.document_count,
         vector_count=stats.vector_count,
@@ -72,6 +73,7 @@ def hit_object(hit: Hit, include: list[str]) -> QueryHit:
     return QueryHit(
         id=hit.id,
         score=hit.score,
+        ranks=hit.ranks,
         text=hit.text if "text" in include else None,
         metadata=hit.metadata if "metadata" in include else None,
         vector=hit.vector.tolist() if "vector" in include else None,
@@ -88,7 +90,15 @@ async def create_index(data: JSONBody[CreateIndexRequest], search: Search) -> In
         if data.kind != "hnsw":
             raise InvalidRequest("'hnsw' settings are only valid with kind 'hnsw'.", param="hnsw")
     store = await asyncio.to_thread(
-        search.create_index, data.name, data.model, data.dimensions, data.metric, data.kind, hnsw, data.query_model
+        search.create_index,
+        data.name,
+        data.model,
+        data.dimensions,
+        data.metric,
+        data.kind,
+        hnsw,
+        data.query_model,
+        data.lexical_tokenizer,
     )
     return index_object(store)
 
@@ -195,7 +205,10 @@ async def query_index(
     if len(given) != 1:
         raise InvalidRequest("Give exactly one of 'query', 'vector' or 'queries'.", param="query")
     texts = [data.query] if data.query is not None else data.queries
-    outcome = await search.query(name, texts, data.vector, data.top_k, data.filter, data.min_score)
+    weights = (data.weights.dense, data.weights.lexical) if data.weights else (1.0, 1.0)
+    outcome = await search.query(
+        name, texts, data.vector, data.top_k, data.filter, data.min_score, data.mode, data.rrf_k, weights
+    )
     usage = EmbeddingUsage(prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens)
     lists = [[hit_object(hit, list(data.include)) for hit in hits] for hits in outcome.hits]
     if data.queries is not None:

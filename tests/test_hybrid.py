@@ -1,0 +1,106 @@
+"""Lexical (BM25 over FTS5) and hybrid (reciprocal-rank fusion) search through the live server."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexes.config import IndexConfig
+from indexes.store import ChunkRecord, DocumentRecord, IndexStore
+from tests.test_embeddings_api import assert_error
+from tests.test_indexes_api import MODEL, add, new_index, query
+
+TARGET = "QZK-7731"
+
+
+@pytest.fixture(scope="module")
+def orders(server):
+    import httpx
+
+    rng = random.Random(3)
+    letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+    codes = [f"{''.join(rng.choices(letters, k=3))}-{rng.randint(1000, 9999)}" for _ in range(40)]
+    texts = [f"Order {code} was shipped by courier to the regional warehouse on time." for code in codes]
+    texts[17] = f"Weather bulletin: light rain is expected on Tuesday afternoon. Reference {TARGET}."
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        name = new_index(http)
+        add(
+            http,
+            name,
+            [
+                {"id": f"o{i}", "text": t, "metadata": {"region": "north" if i % 2 else "south"}}
+                for i, t in enumerate(texts)
+            ],
+        )
+    return name
+
+
+def test_exact_rare_token_found_by_lexical_and_hybrid(http, orders):
+    dense = query(http, orders, query=TARGET, top_k=40, mode="dense", include=[])
+    lexical = query(http, orders, query=TARGET, top_k=5, mode="lexical", include=[])
+    hybrid = query(http, orders, query=TARGET, top_k=5, mode="hybrid", include=[])
+    dense_rank = [h["id"] for h in dense].index("o17") + 1
+    assert lexical[0]["id"] == "o17" and lexical[0]["ranks"] == {"lexical": 1}
+    assert hybrid[0]["id"] == "o17" and hybrid[0]["ranks"]["lexical"] == 1
+    assert hybrid[0]["ranks"].get("dense") == dense_rank
+    assert dense_rank > 1  # the dense model alone does not put it first
+    assert hybrid[0]["score"] == pytest.approx(1 / 61 + 1 / (60 + dense_rank))
+
+
+def test_filters_hold_in_every_mode(http, orders):
+    for mode in ("dense", "lexical", "hybrid"):
+        hits = query(http, orders, query="order shipped courier", mode=mode, top_k=40, filter={"region": "north"})
+        assert all(h["metadata"]["region"] == "north" for h in hits), mode
+        # 20 documents are in the north; one of them (o17) has none of the words, so BM25 cannot find it.
+        assert len(hits) == (19 if mode == "lexical" else 20), mode
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"unbalanced', "ware*", "NEAR(order courier)", "-shipped", "region:north", "AND OR NOT", ")))", "!!!", "^x"],
+)
+def test_fts_syntax_characters_are_plain_text(http, orders, text):
+    for mode in ("lexical", "hybrid"):
+        response = http.post(f"/v1/indexes/{orders}/query", json={"query": text, "mode": mode})
+        assert response.status_code == 200, response.text
+    assert query(http, orders, query="NEAR(order courier)", mode="lexical", top_k=3)  # still finds words
+
+
+def test_weights_and_errors(http, orders):
+    only_lexical = query(http, orders, query=TARGET, mode="hybrid", weights={"dense": 0, "lexical": 1}, top_k=3)
+    assert only_lexical[0]["id"] == "o17"
+    assert_error(http.post(f"/v1/indexes/{orders}/query", json={"vector": [0.0] * 384, "mode": "lexical"}), 400, "mode")
+    assert_error(http.post(f"/v1/indexes/{orders}/query", json={"query": "x", "mode": "bm25"}), 400, "mode")
+    assert_error(http.post(f"/v1/indexes/{orders}/query", json={"query": "x", "rrf_k": 0}), 400, "rrf_k")
+
+
+def test_trigram_tokenizer_matches_substrings(http):
+    name = new_index(http, lexical_tokenizer="trigram")
+    assert http.get(f"/v1/indexes/{name}").json()["lexical_tokenizer"] == "trigram"
+    add(http, name, [{"id": "a", "text": "part number XK-558812 in stock"}, {"id": "b", "text": "nothing here"}])
+    assert [h["id"] for h in query(http, name, query="55881", mode="lexical")] == ["a"]
+
+
+def test_lexical_rows_follow_documents(http):
+    name = new_index(http)
+    add(http, name, [{"id": "a", "text": "zebras graze on the savanna"}])
+    add(http, name, [{"id": "a", "text": "penguins slide on the ice"}])
+    assert query(http, name, query="zebras", mode="lexical") == []
+    assert [h["id"] for h in query(http, name, query="penguins", mode="lexical")] == ["a"]
+    http.delete(f"/v1/indexes/{name}/documents/a")
+    assert query(http, name, query="penguins", mode="lexical") == []
+
+
+def test_index_without_fts_table_gets_one_on_open(tmp_path: Path):
+    store = IndexStore(tmp_path / "old", IndexConfig(name="old", model=MODEL, dimensions=4))
+    vector = np.ones(4, "f4")
+    store.upsert([DocumentRecord("d", "alpha beta gamma", {}, "h", [ChunkRecord(0, 16, vector)])])
+    store.close()
+    with sqlite3.connect(tmp_path / "old" / "index.sqlite") as db:
+        db.execute("DROP TABLE chunks_fts")
+    reopened = IndexStore(tmp_path / "old")
+    assert [h.id for h in reopened.search(None, 5, text="gamma", mode="lexical")] == ["d"]
