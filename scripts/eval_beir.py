@@ -4,8 +4,8 @@
                                 [--mode dense lexical hybrid]
 
 For each (kind, chunking) pair: creates an index, ingests the corpus (`title + " " + text`), runs the split's
-queries in each search mode, and prints nDCG@10 and Recall@100 computed with pytrec_eval (the `bench` extra). Starts its own
-`vsearch serve` on a free loopback port and a temporary data dir unless --url is given.
+queries in each search mode, and prints nDCG@10 and Recall@100 computed with pytrec_eval (the `bench` extra).
+Starts its own `vsearch serve` on a free loopback port and a temporary data dir unless --url is given.
 """
 
 from __future__ import annotations
