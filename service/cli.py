@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from service.config import settings_from_env
+from service.config import ConfigError, load_settings
 from service.errors import ModelNotInstalled
 
 
@@ -16,12 +16,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
 
-    settings = settings_from_env(
-        data_dir=args.data_dir, host=args.host, port=args.port, model_dirs=args.model_dir or None
-    )
     try:
+        settings = load_settings(
+            args.config, data_dir=args.data_dir, host=args.host, port=args.port, model_dirs=args.model_dir or None
+        )
         app = create_app(settings)
-    except ModelNotInstalled as exc:
+    except (ModelNotInstalled, ConfigError) as exc:
         print(f"vsearch: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--model-dir", type=Path, action="append", help="a sentence-transformers folder to serve too (repeatable)"
+    )
+    serve.add_argument(
+        "--config", type=Path, default=None, help="TOML settings file (default ./vsearch.toml if present)"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)

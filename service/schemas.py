@@ -393,3 +393,11 @@ class JobCheckpointList(Struct, kw_only=True):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class CacheStatsObject(Struct, kw_only=True):
+    object: Literal["cache.stats"] = "cache.stats"
+    hits: int  # inputs served from the cache since the start
+    misses: int  # inputs that had to be embedded
+    entries: int
+    max_entries: int

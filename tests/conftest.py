@@ -16,15 +16,16 @@ from service.app import create_app
 from service.config import Settings
 
 
-class LiveServer:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+class ServerThread:
+    """Any ASGI app served by uvicorn on a free loopback port, in a background thread."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.app = create_app(settings)
-        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))  # type: ignore[arg-type]
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30
@@ -37,6 +38,14 @@ class LiveServer:
         self._server.should_exit = True
         self._thread.join(timeout=30)
         self._sock.close()
+
+
+class LiveServer(ServerThread):
+    """The vsearch app for `settings`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__(create_app(settings))
 
 
 def start_server(data_dir: Path, **settings: object) -> LiveServer:

@@ -28,7 +28,7 @@ from service.schemas import CheckpointMetrics, CreateJobRequest, FineTuningJob, 
 log = logging.getLogger("vsearch")
 
 ORGANIZATION = "vsearch"
-DEFAULTS = {"n_epochs": 30, "batch_size": 64, "learning_rate": 2e-3}
+DEFAULTS = {"n_epochs": 30, "batch_size": 64, "learning_rate": 1e-3}
 
 
 @dataclass

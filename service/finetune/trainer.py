@@ -24,9 +24,9 @@ class TrainingSet:
 class TrainingConfig:
     epochs: int = 30
     batch_size: int = 64
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     temperature: float = 0.05
-    regularisation: float = 0.01  # weight of ||W - I||^2
+    regularisation: float = 0.001  # weight of ||W - I||^2
     seed: int = 0
 
 

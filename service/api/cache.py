@@ -1,0 +1,17 @@
+"""GET /v1/cache: the embedding cache's counters."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import get
+from litestar.di import NamedDependency
+
+from service.embeddings.cache import EmbeddingCache
+from service.schemas import CacheStatsObject
+
+
+@get("/v1/cache", summary="Embedding cache statistics", tags=["embeddings"])
+async def cache_stats(cache: NamedDependency[EmbeddingCache]) -> CacheStatsObject:
+    stats = await asyncio.to_thread(cache.stats)
+    return CacheStatsObject(hits=stats.hits, misses=stats.misses, entries=stats.entries, max_entries=cache.max_entries)
