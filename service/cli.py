@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,87 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.console import Console
+
+    from service.ingest.runner import FieldMapping, IndexSpec, Ingest, IngestError
+    from service.ingest.sources import open_source
+
+    console = Console(stderr=True)
+    try:
+        source = open_source(args.source, args.format)
+    except OSError as exc:
+        console.print(f"[red]vsearch ingest: {exc}")
+        return 2
+    id_field = None if args.id_field == "" else (args.id_field or source.default_id_field)
+    metadata = None if args.metadata_fields is None else [f for f in args.metadata_fields.split(",") if f]
+    run = Ingest(
+        args.url,
+        IndexSpec(args.index, args.model, args.dimensions, args.metric, args.kind),
+        source,
+        FieldMapping(id_field, args.text_field or source.default_text, metadata),
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        api_key=args.api_key or os.environ.get("VSEARCH_API_KEY"),
+        rejects=args.rejects,
+        checkpoint=args.checkpoint,
+        console=console,
+        chunking=args.chunking,
+    )
+    try:
+        summary = asyncio.run(run.run(restart=args.restart))
+    except IngestError as exc:
+        console.print(f"[red]vsearch ingest: {exc}")
+        console.print("Run the same command again to resume.")
+        return 2
+    console.print(
+        f"sent {summary.sent}, created {summary.created}, updated {summary.updated}, skipped {summary.skipped}, "
+        f"rejected {summary.rejected} in {summary.elapsed:.1f} s ({summary.rate:.1f} docs/s)"
+    )
+    if summary.rejected:
+        console.print(f"[yellow]rejected documents and reasons: {run.rejects_path}")
+    return 1 if summary.rejected else 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    import json
+
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    body: dict = {"query": args.text, "top_k": args.top_k, "mode": args.mode}
+    if args.filter:
+        try:
+            body["filter"] = json.loads(args.filter)
+        except json.JSONDecodeError as exc:
+            console.print(f"[red]--filter is not valid JSON: {exc}")
+            return 2
+    api_key = args.api_key or os.environ.get("VSEARCH_API_KEY")
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.post(
+            f"{args.url.rstrip('/')}/v1/indexes/{args.index}/query", json=body, headers=headers, timeout=60
+        )
+    except httpx.TransportError as exc:
+        console.print(f"[red]could not reach {args.url}: {exc}")
+        return 2
+    if response.status_code != 200:
+        console.print(f"[red]{response.status_code}: {response.json().get('error', {}).get('message', response.text)}")
+        return 1
+    table = Table("#", "score", "id", "text", "metadata", title=f"{args.index}: {args.text}")
+    for rank, hit in enumerate(response.json()["data"], start=1):
+        text = (hit.get("text") or "").replace("\n", " ")
+        table.add_row(
+            str(rank), f"{hit['score']:.4f}", hit["id"], text[:120], json.dumps(hit.get("metadata") or {})[:60]
+        )
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vsearch", description="Self-hosted semantic search service.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +128,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)
+
+    ingest = commands.add_parser("ingest", help="stream documents into an index (resumable)")
+    ingest.add_argument(
+        "source", type=Path, help="a JSONL or CSV file, a BEIR corpus folder, or a folder of .txt/.md/.html"
+    )
+    ingest.add_argument("--index", required=True)
+    ingest.add_argument("--url", default="http://127.0.0.1:8000")
+    ingest.add_argument("--format", choices=["jsonl", "csv", "beir", "tree"], help="default: from the path")
+    ingest.add_argument("--model", default="all-MiniLM-L6-v2", help="for a new index")
+    ingest.add_argument("--dimensions", type=int, help="for a new index")
+    ingest.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="for a new index")
+    ingest.add_argument("--kind", default="flat", choices=["flat", "hnsw"], help="for a new index")
+    ingest.add_argument(
+        "--id-field",
+        help="field with the document id (default id; _id for BEIR; path for folders); '' for server ids",
+    )
+    ingest.add_argument("--text-field", help="field with the text, or a template such as '{title} {text}'")
+    ingest.add_argument("--metadata-fields", help="comma-separated fields to keep as metadata (default: all others)")
+    ingest.add_argument(
+        "--chunking", choices=["split", "truncate"], help="for texts over the model's window (default split)"
+    )
+    ingest.add_argument("--batch-size", type=int, default=64)
+    ingest.add_argument("--concurrency", type=int, default=2)
+    ingest.add_argument("--api-key", help="default: VSEARCH_API_KEY")
+    ingest.add_argument("--rejects", type=Path, help="where rejected documents go (default INDEX.rejects.jsonl)")
+    ingest.add_argument("--checkpoint", type=Path, help="resume file (default .vsearch-ingest/INDEX-HASH.json)")
+    ingest.add_argument("--restart", action="store_true", help="ignore the checkpoint and start from the first record")
+    ingest.set_defaults(run=_ingest, log_level="warning")
+
+    query = commands.add_parser("query", help="search an index and print the results as a table")
+    query.add_argument("index")
+    query.add_argument("text")
+    query.add_argument("--url", default="http://127.0.0.1:8000")
+    query.add_argument("--top-k", type=int, default=10)
+    query.add_argument("--filter", help="a metadata filter as JSON")
+    query.add_argument("--mode", default="dense", choices=["dense", "lexical", "hybrid"])
+    query.add_argument("--api-key", help="default: VSEARCH_API_KEY")
+    query.set_defaults(run=_query, log_level="warning")
     return parser
 
 

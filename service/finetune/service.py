@@ -290,6 +290,8 @@ class FineTuningService:
             epochs=DEFAULTS["n_epochs"] if h.n_epochs == "auto" else int(h.n_epochs),
             batch_size=DEFAULTS["batch_size"] if h.batch_size == "auto" else int(h.batch_size),
             learning_rate=DEFAULTS["learning_rate"] * multiplier,
+            # Mined hard negatives give a sharper gradient: pull harder toward the identity (measured on SciFact).
+            regularisation=0.01 if job.hard_negatives else 0.001,
             seed=job.seed,
         )
 
