@@ -50,6 +50,11 @@ class Settings(msgspec.Struct, kw_only=True):
     max_upload_bytes: int = 512 * 1024 * 1024
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
     cache_max_entries: int = 1_000_000
+    # Keys clients must send as "Authorization: Bearer KEY"; none means no authentication (loopback only).
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    max_request_bytes: int = 16 * 1024 * 1024  # JSON bodies; uploads have max_upload_bytes
+    max_requests_in_flight: int = 256  # beyond it: 429 with Retry-After, never an unbounded queue
+    max_top_k: int = 1000
 
 
 class ConfigError(Exception):
@@ -58,7 +63,8 @@ class ConfigError(Exception):
 
 _PATH_FIELDS = {"data_dir"}
 _SCALAR_FIELDS = {"data_dir", "host", "port", "bundled_model", "inference_threads", "max_inputs_per_request",
-                  "max_documents_per_request", "max_upload_bytes", "cache_max_entries"}  # fmt: skip
+                  "max_documents_per_request", "max_upload_bytes", "cache_max_entries", "max_request_bytes",
+                  "max_requests_in_flight", "max_top_k"}  # fmt: skip
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -75,6 +81,8 @@ def _from_file(path: Path) -> dict[str, Any]:
         try:
             if key == "providers":
                 values[key] = msgspec.convert(value, list[ProviderConfig])
+            elif key == "api_keys":
+                values[key] = msgspec.convert(value, list[str])
             elif key == "model_dirs":
                 values[key] = [Path(p) for p in msgspec.convert(value, list[str])]
             elif key in _PATH_FIELDS:
@@ -98,6 +106,8 @@ def _from_env(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
             values[key] = Path(raw) if key in _PATH_FIELDS else msgspec.convert(raw, kind, strict=False)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"VSEARCH_{key.upper()}: {exc}") from None
+    if "VSEARCH_API_KEYS" in env:
+        values["api_keys"] = [key.strip() for key in env["VSEARCH_API_KEYS"].split(",") if key.strip()]
     if "VSEARCH_MODEL_DIRS" in env:
         values["model_dirs"] = [Path(p) for p in env["VSEARCH_MODEL_DIRS"].split(os.pathsep) if p]
     return values

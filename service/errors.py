@@ -125,5 +125,7 @@ def error_to_response(request: Request, exc: Exception) -> Response[ErrorRespons
         code = {404: "unknown_url", 405: "method_not_allowed"}.get(status)
         type_ = _HTTP_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
         return _error(status, message, type_, None, code)
+    if isinstance(exc, RecursionError):  # JSON nested deeper than the decoder will follow
+        return _error(400, "The JSON body is nested too deeply.", "invalid_request_error", None, None)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _error(500, "The server had an error while processing your request.", "server_error", None, None)

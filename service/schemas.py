@@ -195,7 +195,7 @@ class QueryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     query: str | None = None
     vector: list[float] | None = None
     queries: Annotated[list[str], Meta(min_length=1, max_length=100)] | None = None
-    top_k: Annotated[int, Meta(ge=1, le=1000)] = 10
+    top_k: PositiveInt = 10  # at most max_top_k (1000 by default)
     filter: Filter | None = None
     include: list[Include] = msgspec.field(default_factory=lambda: ["text", "metadata"])
     min_score: float | None = None

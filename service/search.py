@@ -52,10 +52,13 @@ class QueryOutcome:
 
 
 class SearchService:
-    def __init__(self, catalog: IndexCatalog, registry: EmbedderRegistry, max_documents: int = 1000) -> None:
+    def __init__(
+        self, catalog: IndexCatalog, registry: EmbedderRegistry, max_documents: int = 1000, max_top_k: int = 1000
+    ) -> None:
         self.catalog = catalog
         self.registry = registry
         self.max_documents = max_documents
+        self.max_top_k = max_top_k
 
     # --- indexes --------------------------------------------------------------------------------------------------
 
@@ -222,6 +225,8 @@ class SearchService:
         rrf_k: int = 60,
         weights: tuple[float, float] = (1.0, 1.0),
     ) -> QueryOutcome:
+        if top_k > self.max_top_k:
+            raise InvalidRequest(f"top_k is {top_k}; at most {self.max_top_k} is allowed.", param="top_k")
         store = self.catalog.get(name)
         config = store.config
         model = config.query_model or config.model

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult
 from service.errors import InvalidRequest, ModelNotFound
 
 
 class EmbedderRegistry:
-    def __init__(self) -> None:
+    def __init__(self, on_embedded: Callable[[str, int], None] | None = None) -> None:
         self._embedders: dict[str, Embedder] = {}
+        self._on_embedded = on_embedded  # told (model, count) after each embedding call, for metrics
 
     def add(self, embedder: Embedder) -> None:
         self._embedders[embedder.model_id] = embedder
@@ -47,7 +48,10 @@ class EmbedderRegistry:
         truncate: bool = False,
     ) -> EmbeddingResult:
         self.output_dimensions(model_id, dimensions)
-        return await self.get(model_id).embed(inputs, dimensions, truncate)
+        result = await self.get(model_id).embed(inputs, dimensions, truncate)
+        if self._on_embedded is not None:
+            self._on_embedded(model_id, len(inputs))
+        return result
 
     def close(self) -> None:
         for embedder in self._embedders.values():
