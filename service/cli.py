@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import ipaddress
 import os
 import sys
 from pathlib import Path
 
 from service.config import ConfigError, load_settings
 from service.errors import ModelNotInstalled
+from service.logs import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -21,12 +22,35 @@ def _serve(args: argparse.Namespace) -> int:
         settings = load_settings(
             args.config, data_dir=args.data_dir, host=args.host, port=args.port, model_dirs=args.model_dir or None
         )
-        app = create_app(settings)
-    except (ModelNotInstalled, ConfigError) as exc:
+    except ConfigError as exc:
         print(f"vsearch: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    if not settings.api_keys and not _is_loopback(settings.host) and not args.insecure:
+        print(
+            f"vsearch: refusing to listen on {settings.host} without API keys: anyone who can reach it could use it. "
+            "Set VSEARCH_API_KEYS (or api_keys in the config file), or pass --insecure if something in front of "
+            "vsearch authenticates.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        app = create_app(settings)
+    except ModelNotInstalled as exc:
+        print(f"vsearch: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_level)
+    # On SIGTERM uvicorn stops accepting, lets requests in flight finish, then the app checkpoints its indexes.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -127,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="TOML settings file (default ./vsearch.toml if present)"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--insecure", action="store_true", help="allow a non-loopback address without API keys")
     serve.set_defaults(run=_serve)
 
     ingest = commands.add_parser("ingest", help="stream documents into an index (resumable)")
@@ -171,7 +196,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
-    )
     return args.run(args)

@@ -8,6 +8,7 @@ import re
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from indexes.errors import DocumentNotFound, IndexExists, IndexNotFound, IndexStoreError
 
@@ -64,6 +65,23 @@ class ErrorBody(msgspec.Struct):
 
 class ErrorResponse(msgspec.Struct):
     error: ErrorBody
+
+
+# Documented on every route, so the OpenAPI schema describes the error bodies clients actually get.
+ERROR_RESPONSES = {
+    status: ResponseSpec(ErrorResponse, description=description, generate_examples=False)
+    for status, description in [
+        (400, "Invalid request (OpenAI error object)"),
+        (401, "Missing or wrong API key"),
+        (404, "Unknown model, index, document, file or job"),
+        (409, "Already exists"),
+        (413, "Request body or upload too large"),
+        (429, "Too many requests in flight, or the upstream's rate limit"),
+        (502, "The upstream embedding provider failed"),
+        (503, "Not ready"),
+        (504, "The upstream embedding provider timed out"),
+    ]
+}
 
 
 def _error(status: int, message: str, type_: str, param: str | None, code: str | None) -> Response[ErrorResponse]:

@@ -8,10 +8,11 @@ from litestar import get
 from litestar.di import NamedDependency
 
 from service.embeddings.cache import EmbeddingCache
+from service.errors import ERROR_RESPONSES
 from service.schemas import CacheStatsObject
 
 
-@get("/v1/cache", summary="Embedding cache statistics", tags=["embeddings"])
+@get("/v1/cache", responses=ERROR_RESPONSES, summary="Embedding cache statistics", tags=["embeddings"])
 async def cache_stats(cache: NamedDependency[EmbeddingCache]) -> CacheStatsObject:
     stats = await asyncio.to_thread(cache.stats)
     return CacheStatsObject(hits=stats.hits, misses=stats.misses, entries=stats.entries, max_entries=cache.max_entries)

@@ -10,7 +10,7 @@ from litestar.params import JSONBody
 
 from service.embeddings.base import EmbeddingInput
 from service.embeddings.registry import EmbedderRegistry
-from service.errors import InvalidRequest
+from service.errors import ERROR_RESPONSES, InvalidRequest
 from service.schemas import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
 MAX_INPUTS = 2048
@@ -45,7 +45,7 @@ def embedding_inputs(raw: str | list[str | int | list[int]], max_inputs: int = M
     return items
 
 
-@post("/v1/embeddings", status_code=200, summary="Create embeddings", tags=["embeddings"])
+@post("/v1/embeddings", responses=ERROR_RESPONSES, status_code=200, summary="Create embeddings", tags=["embeddings"])
 async def create_embeddings(
     data: JSONBody[EmbeddingRequest], registry: NamedDependency[EmbedderRegistry], max_inputs: NamedDependency[int]
 ) -> EmbeddingList:

@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from multipart import MultipartSegment, ParserError, PushMultipartParser
 
-from service.errors import InvalidRequest
+from service.errors import ERROR_RESPONSES, InvalidRequest
 from service.finetune.files import FileRecord, FileStore, FileTooLarge
 from service.schemas import DeletedObject, FileList, FileObject
 
@@ -31,7 +31,7 @@ def _boundary(request: Request) -> str:
     return params["boundary"]
 
 
-@post("/", status_code=200, summary="Upload a file", request_max_body_size=None)
+@post("/", responses=ERROR_RESPONSES, status_code=200, summary="Upload a file", request_max_body_size=None)
 async def upload_file(request: Request, files: Files) -> FileObject:
     """multipart/form-data with `file` and `purpose`. The file part is written to disk as it arrives."""
     file_id = files.new_id()
@@ -81,7 +81,7 @@ async def upload_file(request: Request, files: Files) -> FileObject:
         files.discard(file_id)
 
 
-@get("/", summary="List files")
+@get("/", responses=ERROR_RESPONSES, summary="List files")
 async def list_files(
     files: Files,
     purpose: FromQuery[str | None] = None,
@@ -96,12 +96,17 @@ async def list_files(
     )
 
 
-@get("/{file_id:str}", summary="Retrieve a file's object")
+@get("/{file_id:str}", responses=ERROR_RESPONSES, summary="Retrieve a file's object")
 async def retrieve_file(file_id: FromPath[str], files: Files) -> FileObject:
     return file_object(await asyncio.to_thread(files.get, file_id))
 
 
-@get("/{file_id:str}/content", summary="Download a file's content", media_type="application/octet-stream")
+@get(
+    "/{file_id:str}/content",
+    responses=ERROR_RESPONSES,
+    summary="Download a file's content",
+    media_type="application/octet-stream",
+)
 async def file_content(file_id: FromPath[str], files: Files) -> Response:
     record = await asyncio.to_thread(files.get, file_id)
     return Stream(
@@ -111,7 +116,7 @@ async def file_content(file_id: FromPath[str], files: Files) -> Response:
     )
 
 
-@delete("/{file_id:str}", status_code=200, summary="Delete a file")
+@delete("/{file_id:str}", responses=ERROR_RESPONSES, status_code=200, summary="Delete a file")
 async def delete_file(file_id: FromPath[str], files: Files) -> DeletedObject:
     await asyncio.to_thread(files.delete, file_id)
     return DeletedObject(id=file_id, object="file")

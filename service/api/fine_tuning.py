@@ -9,6 +9,7 @@ from litestar import Router, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from service.errors import ERROR_RESPONSES
 from service.finetune.service import FineTuningService
 from service.schemas import CreateJobRequest, FineTuningJob, FineTuningJobList, JobCheckpointList, JobEventList
 
@@ -16,12 +17,12 @@ FineTuning = NamedDependency[FineTuningService]
 Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 
 
-@post("/", status_code=200, summary="Create a fine-tuning job")
+@post("/", responses=ERROR_RESPONSES, status_code=200, summary="Create a fine-tuning job")
 async def create_job(data: JSONBody[CreateJobRequest], fine_tuning: FineTuning) -> FineTuningJob:
     return await asyncio.to_thread(fine_tuning.create, data)
 
 
-@get("/", summary="List fine-tuning jobs, newest first")
+@get("/", responses=ERROR_RESPONSES, summary="List fine-tuning jobs, newest first")
 async def list_jobs(
     fine_tuning: FineTuning, limit: Limit = 20, after: FromQuery[str | None] = None
 ) -> FineTuningJobList:
@@ -29,17 +30,17 @@ async def list_jobs(
     return FineTuningJobList(data=jobs, has_more=has_more)
 
 
-@get("/{job_id:str}", summary="Retrieve a fine-tuning job")
+@get("/{job_id:str}", responses=ERROR_RESPONSES, summary="Retrieve a fine-tuning job")
 async def retrieve_job(job_id: FromPath[str], fine_tuning: FineTuning) -> FineTuningJob:
     return await asyncio.to_thread(fine_tuning.jobs.get, job_id)
 
 
-@post("/{job_id:str}/cancel", status_code=200, summary="Cancel a fine-tuning job")
+@post("/{job_id:str}/cancel", responses=ERROR_RESPONSES, status_code=200, summary="Cancel a fine-tuning job")
 async def cancel_job(job_id: FromPath[str], fine_tuning: FineTuning) -> FineTuningJob:
     return await asyncio.to_thread(fine_tuning.cancel, job_id)
 
 
-@get("/{job_id:str}/events", summary="A job's events, newest first")
+@get("/{job_id:str}/events", responses=ERROR_RESPONSES, summary="A job's events, newest first")
 async def list_events(
     job_id: FromPath[str], fine_tuning: FineTuning, limit: Limit = 20, after: FromQuery[str | None] = None
 ) -> JobEventList:
@@ -47,7 +48,9 @@ async def list_events(
     return JobEventList(data=events, has_more=has_more)
 
 
-@get("/{job_id:str}/checkpoints", summary="A job's checkpoints (one per epoch), newest first")
+@get(
+    "/{job_id:str}/checkpoints", responses=ERROR_RESPONSES, summary="A job's checkpoints (one per epoch), newest first"
+)
 async def list_checkpoints(
     job_id: FromPath[str],
     fine_tuning: FineTuning,

@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from indexes.config import HnswConfig
 from indexes.store import Hit, IndexStore, StoredDocument
-from service.errors import InvalidRequest
+from service.errors import ERROR_RESPONSES, InvalidRequest
 from service.schemas import (
     AddDocumentsRequest,
     AddDocumentsResponse,
@@ -81,7 +81,7 @@ def hit_object(hit: Hit, include: list[str]) -> QueryHit:
     )
 
 
-@post("/", status_code=200, summary="Create an index")
+@post("/", responses=ERROR_RESPONSES, status_code=200, summary="Create an index")
 async def create_index(data: JSONBody[CreateIndexRequest], search: Search) -> IndexObject:
     hnsw = None
     if data.hnsw is not None or data.kind == "hnsw":
@@ -103,7 +103,7 @@ async def create_index(data: JSONBody[CreateIndexRequest], search: Search) -> In
     return index_object(store)
 
 
-@get("/", summary="List indexes")
+@get("/", responses=ERROR_RESPONSES, summary="List indexes")
 async def list_indexes(search: Search) -> IndexList:
     def load() -> list[IndexObject]:
         return [index_object(search.catalog.get(name)) for name in search.catalog.names()]
@@ -111,24 +111,24 @@ async def list_indexes(search: Search) -> IndexList:
     return IndexList(data=await asyncio.to_thread(load))
 
 
-@get("/{name:str}", summary="Retrieve an index with its statistics")
+@get("/{name:str}", responses=ERROR_RESPONSES, summary="Retrieve an index with its statistics")
 async def retrieve_index(name: FromPath[str], search: Search) -> IndexObject:
     return await asyncio.to_thread(lambda: index_object(search.catalog.get(name)))
 
 
-@patch("/{name:str}", summary="Change an index's ef_search or query_model")
+@patch("/{name:str}", responses=ERROR_RESPONSES, summary="Change an index's ef_search or query_model")
 async def update_index(name: FromPath[str], data: JSONBody[UpdateIndexRequest], search: Search) -> IndexObject:
     store = await asyncio.to_thread(search.update_index, name, data.ef_search, data.query_model)
     return index_object(store)
 
 
-@delete("/{name:str}", status_code=200, summary="Delete an index and all its documents")
+@delete("/{name:str}", responses=ERROR_RESPONSES, status_code=200, summary="Delete an index and all its documents")
 async def delete_index(name: FromPath[str], search: Search) -> DeletedObject:
     await asyncio.to_thread(search.catalog.delete, name)
     return DeletedObject(id=name, object="index")
 
 
-@post("/{name:str}/documents", status_code=200, summary="Add or replace documents")
+@post("/{name:str}/documents", responses=ERROR_RESPONSES, status_code=200, summary="Add or replace documents")
 async def add_documents(
     name: FromPath[str], data: JSONBody[AddDocumentsRequest], search: Search
 ) -> AddDocumentsResponse:
@@ -149,7 +149,7 @@ async def add_documents(
     )
 
 
-@get("/{name:str}/documents", summary="List documents, in id order")
+@get("/{name:str}/documents", responses=ERROR_RESPONSES, summary="List documents, in id order")
 async def list_documents(
     name: FromPath[str],
     search: Search,
@@ -163,13 +163,18 @@ async def list_documents(
     )
 
 
-@get("/{name:str}/documents/{doc_id:path}", summary="Retrieve a document")
+@get("/{name:str}/documents/{doc_id:path}", responses=ERROR_RESPONSES, summary="Retrieve a document")
 async def retrieve_document(name: FromPath[str], doc_id: FromPath[str], search: Search) -> DocumentObject:
     doc = await asyncio.to_thread(lambda: search.catalog.get(name).get(doc_id.removeprefix("/")))
     return document_object(doc)
 
 
-@delete("/{name:str}/documents/{doc_id:path}", status_code=200, summary="Delete a document and its chunks")
+@delete(
+    "/{name:str}/documents/{doc_id:path}",
+    responses=ERROR_RESPONSES,
+    status_code=200,
+    summary="Delete a document and its chunks",
+)
 async def delete_document(name: FromPath[str], doc_id: FromPath[str], search: Search) -> DeletedObject:
     doc_id = doc_id.removeprefix("/")
 
@@ -182,7 +187,12 @@ async def delete_document(name: FromPath[str], doc_id: FromPath[str], search: Se
     return DeletedObject(id=doc_id, object="document")
 
 
-@post("/{name:str}/documents/delete", status_code=200, summary="Delete documents by ids or by filter")
+@post(
+    "/{name:str}/documents/delete",
+    responses=ERROR_RESPONSES,
+    status_code=200,
+    summary="Delete documents by ids or by filter",
+)
 async def delete_documents(
     name: FromPath[str], data: JSONBody[DeleteDocumentsRequest], search: Search
 ) -> DeleteDocumentsResponse:
@@ -197,7 +207,12 @@ async def delete_documents(
     return DeleteDocumentsResponse(ids=deleted, deleted=len(deleted))
 
 
-@post("/{name:str}/query", status_code=200, summary="Find the documents nearest to a text or a vector")
+@post(
+    "/{name:str}/query",
+    responses=ERROR_RESPONSES,
+    status_code=200,
+    summary="Find the documents nearest to a text or a vector",
+)
 async def query_index(
     name: FromPath[str], data: JSONBody[QueryRequest], search: Search
 ) -> QueryResult | BatchQueryResult:
