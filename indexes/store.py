@@ -90,7 +90,8 @@ class Hit:
 @dataclass
 class IndexStats:
     document_count: int
-    vector_count: int
+    vector_count: int  # chunks in SQLite, the record
+    faiss_vectors: int  # live vectors in FAISS, derived: equal to vector_count
     bytes: int
 
 
@@ -111,6 +112,7 @@ class IndexStore:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._lock = RWLock()  # readers: searches and reads; writer: a commit plus its FAISS update
+        self._checkpoint_lock = threading.Lock()
         self._compact_ratio = compact_ratio
         if config is not None:
             folder.mkdir(parents=True, exist_ok=False)
@@ -208,10 +210,13 @@ class IndexStore:
 
     def _catch_up(self, vectors: VectorIndex, since: int) -> None:
         """Replay what SQLite committed after the checkpoint: removals first, then additions."""
+        # Only ids the checkpoint holds can be removed from it (ids grow: later ones are not in the file).
+        held = vectors.max_id()
         removed = [row[0] for row in self._db.execute("SELECT id FROM deleted_chunks WHERE seq > ?", (since,))]
-        vectors.remove(np.array(removed, dtype=np.int64))
+        vectors.remove(np.array([i for i in removed if i <= held], dtype=np.int64))
         if self.config.kind == "hnsw":  # tombstones recorded before the checkpoint are still in the graph
-            vectors.tombstones.update(row[0] for row in self._db.execute("SELECT id FROM deleted_chunks"))
+            rows = self._db.execute("SELECT id FROM deleted_chunks WHERE id <= ?", (held,))
+            vectors.tombstones.update(row[0] for row in rows)
         for ids, matrix in self._vector_pages("WHERE seq > ?", (since,)):
             vectors.add(ids, matrix)
 
@@ -238,7 +243,8 @@ class IndexStore:
 
     def checkpoint(self) -> None:
         """Write FAISS to disk with the sequence it reflects, then forget the deletions it includes."""
-        with self._lock.read():
+        # Readers share the read lock, so two threads could both decide to checkpoint: one writes at a time.
+        with self._checkpoint_lock, self._lock.read():
             seq = self._seq()
             if seq == self._checkpoint_seq and self._vectors_path.exists():
                 return
@@ -386,10 +392,12 @@ class IndexStore:
         return StoredDocument(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
 
     def stats(self) -> IndexStats:
-        documents = self._db.execute("SELECT count(*) FROM documents").fetchone()[0]
-        vectors = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        with self._lock.read():  # one consistent moment for both stores
+            documents = self._db.execute("SELECT count(*) FROM documents").fetchone()[0]
+            vectors = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            live = self._vectors.ntotal - len(self._vectors.tombstones)
         size = sum(path.stat().st_size for path in self.folder.iterdir() if path.is_file())
-        return IndexStats(documents, vectors, size)
+        return IndexStats(documents, vectors, live, size)
 
     def search(
         self,

@@ -48,6 +48,12 @@ class VectorIndex:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
+    def max_id(self) -> int:
+        """The largest id in the index (-1 when empty)."""
+        if not self.index.ntotal:
+            return -1
+        return int(faiss.vector_to_array(self.index.id_map).max())
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             self.index.add_with_ids(self.prepare(vectors), np.asarray(ids, dtype=np.int64))

@@ -105,7 +105,8 @@ class IndexObject(Struct, kw_only=True):
     lexical_tokenizer: LexicalTokenizer
     created_at: int
     document_count: int
-    vector_count: int
+    vector_count: int  # chunks stored (a document split into chunks has one vector each)
+    faiss_vectors: int  # vectors live in the FAISS index: equals vector_count (a check on recovery)
     bytes: int
 
 

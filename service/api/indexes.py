@@ -54,6 +54,7 @@ def index_object(store: IndexStore) -> IndexObject:
         created_at=config.created_at,
         document_count=stats.document_count,
         vector_count=stats.vector_count,
+        faiss_vectors=stats.faiss_vectors,
         bytes=stats.bytes,
     )
 

@@ -1,0 +1,176 @@
+"""Crash safety: ingest continuously while killing the server with SIGKILL, then check nothing acknowledged is lost.
+
+    python scripts/crash_test.py [--rounds 20] [--seed 1] [--kind flat]
+
+Starts `vsearch serve` on a temporary data dir; a client writes batches (new documents, and replacements of
+earlier ones) and records every id the server acknowledged. At a random moment the server is killed (SIGKILL),
+SQLite's integrity is checked, the server is started again, and: every acknowledged document is there, SQLite and
+FAISS hold the same number of vectors, and acknowledged documents are found by their own vectors. Loopback only,
+bounded in rounds and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+DIMS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(data_dir: str, port: int) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        data_dir,
+        "--log-level",
+        "error",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+class Writer(threading.Thread):
+    """Writes batches until told to stop or the server goes away; remembers what was acknowledged."""
+
+    def __init__(self, url: str, rng: random.Random, state: dict) -> None:
+        super().__init__(daemon=True)
+        self.url, self.rng, self.state = url, rng, state
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            while not self.stop.is_set():
+                acked: dict[str, list[float]] = self.state["vectors"]
+                new = [f"d{self.state['next'] + i}" for i in range(20)]
+                old = self.rng.sample(sorted(acked), min(5, len(acked)))
+                docs = [{"id": i, "vector": [self.rng.uniform(-1, 1) for _ in range(DIMS)]} for i in new + old]
+                self.state["in_flight"] = {d["id"] for d in docs}
+                try:
+                    response = http.post("/v1/indexes/crash/documents", json={"documents": docs})
+                except httpx.TransportError:
+                    return  # killed: this batch is neither acknowledged nor (necessarily) lost
+                if response.status_code != 200:
+                    raise RuntimeError(f"write failed: {response.status_code} {response.text}")
+                self.state["next"] += 20
+                for doc in docs:
+                    acked[doc["id"]] = doc["vector"]
+                self.state["in_flight"] = set()
+
+
+def all_ids(http: httpx.Client) -> set[str]:
+    ids, after = set(), None
+    while True:
+        page = http.get(
+            "/v1/indexes/crash/documents", params={"limit": 1000, **({"after": after} if after else {})}
+        ).json()
+        ids.update(d["id"] for d in page["data"])
+        if not page["has_more"]:
+            return ids
+        after = page["last_id"]
+
+
+def crash_rounds(rounds: int, seed: int = 1, kind: str = "flat", log=print) -> list[dict]:
+    rng = random.Random(seed)
+    results = []
+    with tempfile.TemporaryDirectory() as data_dir:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = start_server(data_dir, port)
+        try:
+            body = {"name": "crash", "model": "all-MiniLM-L6-v2", "dimensions": DIMS, "kind": kind}
+            httpx.post(f"{url}/v1/indexes", json=body, timeout=30).raise_for_status()
+            state: dict = {"vectors": {}, "next": 0, "in_flight": set()}
+            for round_number in range(1, rounds + 1):
+                writer = Writer(url, rng, state)
+                writer.start()
+                time.sleep(rng.uniform(0.3, 1.5))
+                server.kill()  # SIGKILL: no shutdown hook, no checkpoint
+                server.wait()
+                writer.stop.set()
+                writer.join(timeout=30)
+                with sqlite3.connect(Path(data_dir) / "indexes" / "crash" / "index.sqlite") as db:
+                    integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+                server = start_server(data_dir, port)
+                with httpx.Client(base_url=url, timeout=60) as http:
+                    stats = http.get("/v1/indexes/crash").json()
+                    stored = all_ids(http)
+                    acknowledged = state["vectors"]
+                    missing = set(acknowledged) - stored
+                    certain = sorted(set(acknowledged) - state["in_flight"])
+                    not_found = 0
+                    for doc_id in rng.sample(certain, min(20, len(certain))):
+                        hit = http.post(
+                            "/v1/indexes/crash/query", json={"vector": acknowledged[doc_id], "top_k": 1}
+                        ).json()
+                        not_found += hit["data"][0]["id"] != doc_id
+                result = {
+                    "round": round_number,
+                    "acknowledged": len(acknowledged),
+                    "sqlite_documents": stats["document_count"],
+                    "sqlite_vectors": stats["vector_count"],
+                    "faiss_vectors": stats["faiss_vectors"],
+                    "missing": len(missing),
+                    "not_found_by_vector": not_found,
+                    "integrity": integrity,
+                }
+                results.append(result)
+                log(
+                    f"round {round_number:>2}: acknowledged {len(acknowledged):>6}  sqlite {stats['vector_count']:>6}"
+                    f"  faiss {stats['faiss_vectors']:>6}  missing {len(missing)}  not found {not_found}"
+                    f"  integrity {integrity}"
+                )
+                ok = (
+                    not missing
+                    and not not_found
+                    and integrity == "ok"
+                    and stats["vector_count"] == stats["faiss_vectors"] == stats["document_count"]
+                )
+                if not ok:
+                    raise SystemExit(f"round {round_number} failed: {result}")
+        finally:
+            server.kill()
+            server.wait()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kind", choices=["flat", "hnsw"], default="flat")
+    args = parser.parse_args()
+    results = crash_rounds(args.rounds, args.seed, args.kind)
+    print(f"{len(results)} kills, {results[-1]['acknowledged']} acknowledged documents, none lost")
+
+
+if __name__ == "__main__":
+    main()
