@@ -145,5 +145,7 @@ def error_to_response(request: Request, exc: Exception) -> Response[ErrorRespons
         return _error(status, message, type_, None, code)
     if isinstance(exc, RecursionError):  # JSON nested deeper than the decoder will follow
         return _error(400, "The JSON body is nested too deeply.", "invalid_request_error", None, None)
+    if isinstance(exc, UnicodeDecodeError):  # msgspec meets a string that is not UTF-8
+        return _error(400, "The request body is not valid UTF-8.", "invalid_request_error", None, None)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _error(500, "The server had an error while processing your request.", "server_error", None, None)

@@ -1,0 +1,214 @@
+"""API keys, limits, hostile input, health and metrics, graceful SIGTERM, crash safety, and a schemathesis run."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import start_server
+from tests.test_embeddings_api import assert_error
+
+MODEL = "all-MiniLM-L6-v2"
+ROOT = Path(__file__).parent.parent
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    live = start_server(
+        tmp_path_factory.mktemp("guarded"),
+        api_keys=["sk-first-key-123456", "sk-second-key-654321"],
+        max_request_bytes=20_000,
+        max_inputs_per_request=5,
+        max_documents_per_request=3,
+        max_top_k=7,
+        max_requests_in_flight=2,
+    )
+    yield live
+    live.stop()
+
+
+def test_api_keys(guarded):
+    url = guarded.url
+    missing = httpx.get(f"{url}/v1/models")
+    assert_error_401 = missing.json()["error"]
+    assert missing.status_code == 401 and "didn't provide an API key" in assert_error_401["message"]
+    wrong = httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer sk-wrong-key-000000"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    assert "sk-wrong-key" not in wrong.json()["error"]["message"]  # the key is not echoed back in full
+    not_bearer = httpx.get(f"{url}/v1/models", headers={"authorization": "Basic c2stZmlyc3Q="})
+    assert not_bearer.status_code == 401
+    for key in ("sk-first-key-123456", "sk-second-key-654321"):
+        assert httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {key}"}).status_code == 200
+    assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/ready").status_code == 200
+    assert httpx.get(f"{url}/metrics").status_code == 401
+    assert httpx.get(f"{url}/docs/openapi.json").status_code == 401
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-first-key-123456")
+    assert len(client.embeddings.create(model=MODEL, input="hello").data[0].embedding) == 384
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0).models.list()
+
+
+def test_limits(guarded):
+    http = httpx.Client(base_url=guarded.url, headers={"authorization": "Bearer sk-first-key-123456"}, timeout=60)
+    too_big = http.post("/v1/embeddings", json={"model": MODEL, "input": "x" * 30_000})
+    assert too_big.status_code == 413 and set(too_big.json()["error"]) == {"message", "type", "param", "code"}
+    error = assert_error(http.post("/v1/embeddings", json={"model": MODEL, "input": ["a"] * 6}), 400, "input")
+    assert "at most 5" in error["message"]
+    assert http.post("/v1/indexes", json={"name": "limited", "model": MODEL}).status_code == 200
+    docs = [{"text": f"d{i}"} for i in range(4)]
+    assert_error(http.post("/v1/indexes/limited/documents", json={"documents": docs}), 400, "documents")
+    assert_error(http.post("/v1/indexes/limited/query", json={"query": "x", "top_k": 8}), 400, "top_k")
+    assert http.post("/v1/indexes/limited/query", json={"query": "x", "top_k": 7}).status_code == 200
+
+
+def test_requests_beyond_the_in_flight_limit_get_429(guarded):
+    headers = {"authorization": "Bearer sk-first-key-123456"}
+    long_inputs = [" ".join(["word"] * 240)] * 5
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=guarded.url, headers=headers, timeout=120) as client:
+            body = {"model": MODEL, "input": long_inputs}
+            return await asyncio.gather(*(client.post("/v1/embeddings", json=body) for _ in range(10)))
+
+    responses = asyncio.run(burst())
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 2 and statuses.count(429) >= 1 and set(statuses) <= {200, 429}
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.headers["retry-after"] == "1" and refused.json()["error"]["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize(
+    ("content", "status"),
+    [
+        (b"[" * 9_000_000 + b"]" * 9_000_000, 413),  # over the 16 MiB default: refused before parsing
+        (b'{"model": "m", "input": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400),  # deeply nested
+        (b'{"model": "all-MiniLM-L6-v2", "input": "\xff\xfe bad utf-8"}', 400),
+    ],
+)
+def test_hostile_bodies(http, content, status):
+    response = http.post("/v1/embeddings", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/indexes/..%2F..%2Fetc", "/v1/indexes/%2e%2e", "/v1/indexes/a%00b", "/v1/files/..%2Ffiles.sqlite",
+     "/v1/files/file-..", "/v1/fine_tuning/jobs/..%2F..%2Fjobs"],
+)  # fmt: skip
+def test_hostile_paths_stay_inside_the_data_dir(http, path):
+    response = http.get(path)
+    assert response.status_code in (400, 404), response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_health_ready_metrics_and_request_ids(server, http):
+    assert http.get("/health").json() == {"status": "ok"}
+    ready = http.get("/ready").json()
+    assert ready["status"] == "ready" and MODEL in ready["models"]
+    response = http.post(
+        "/v1/embeddings", json={"model": MODEL, "input": ["a", "b"]}, headers={"x-request-id": "req-42"}
+    )
+    assert response.headers["x-request-id"] == "req-42"
+    assert len(http.get("/v1/models").headers["x-request-id"]) == 32
+    http.post("/v1/indexes", json={"name": "metered", "model": MODEL})
+    http.post("/v1/indexes/metered/documents", json={"documents": [{"id": "a", "text": "hello"}]})
+    text = http.get("/metrics").text
+    assert 'vsearch_http_requests_total{method="POST",route="/v1/embeddings",status="200"}' in text
+    assert 'vsearch_http_request_seconds_bucket{le="0.005",method="POST",route="/v1/embeddings"}' in text
+    assert 'vsearch_embedded_inputs_total{model="all-MiniLM-L6-v2"}' in text
+    assert 'vsearch_index_documents{index="metered"} 1.0' in text
+    assert "vsearch_embedding_cache_hits" in text and "vsearch_fine_tuning_jobs" in text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_non_loopback_without_keys_refuses_to_start(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "without API keys" in result.stderr and "--insecure" in result.stderr
+
+
+def test_sigterm_drains_requests_and_checkpoints(tmp_path: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "service", "serve", "--port", str(port), "--data-dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(f"{url}/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        httpx.post(f"{url}/v1/indexes", json={"name": "term", "model": MODEL}).raise_for_status()
+        docs = [{"id": f"t{i}", "text": f"text {i}"} for i in range(50)]
+        httpx.post(f"{url}/v1/indexes/term/documents", json={"documents": docs}, timeout=60).raise_for_status()
+        slow: dict = {}
+
+        def long_request() -> None:
+            body = {"model": MODEL, "input": [" ".join(["word"] * 240)] * 200}
+            slow["response"] = httpx.post(f"{url}/v1/embeddings", json=body, timeout=120)
+
+        thread = threading.Thread(target=long_request)
+        thread.start()
+        time.sleep(0.5)  # the request is being served
+        process.send_signal(signal.SIGTERM)
+        thread.join(timeout=120)
+        # uvicorn finishes the requests in flight, runs the shutdown hooks, then re-raises SIGTERM.
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        process.kill()
+    assert slow["response"].status_code == 200 and len(slow["response"].json()["data"]) == 200
+    faiss_file = tmp_path / "indexes" / "term" / "vectors.faiss"
+    _, seq, _ = struct.unpack_from("<8sqI", faiss_file.read_bytes())
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "indexes" / "term" / "index.sqlite") as db:
+        assert seq == int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+
+
+def test_crash_safety_under_sigkill():
+    results = load_script("crash_test").crash_rounds(rounds=3, seed=7, log=lambda line: None)
+    assert len(results) == 3
+    for result in results:
+        assert result["missing"] == 0 and result["not_found_by_vector"] == 0 and result["integrity"] == "ok"
+        assert result["sqlite_vectors"] == result["faiss_vectors"] >= result["acknowledged"]
+
+
+def test_schemathesis_finds_no_server_errors(server, tmp_path: Path):
+    """A bounded fuzzing run over every operation of the live OpenAPI schema: no 5xx, responses match it."""
+    httpx.post(f"{server.url}/v1/indexes", json={"name": "fuzz", "model": MODEL})
+    result = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/docs/openapi.json",
+         "--checks", "not_a_server_error,response_schema_conformance", "--max-examples", "8",
+         "--phases", "examples,fuzzing", "--seed", "1", "--request-timeout", "60"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "generated" in result.stdout
