@@ -26,7 +26,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--url", help="a running vsearch (default: start one on a temporary data dir)")
-    parser.add_argument("--hard-negatives", type=int, default=0, help="mine this many per query from the index")
+    parser.add_argument(
+        "--hard-negatives",
+        type=int,
+        nargs="+",
+        default=[0, 4],
+        help="one job per value: mine this many hard negatives per query from the index (0: none)",
+    )
     parser.add_argument("--epochs", default="auto")
     args = parser.parse_args()
 
@@ -58,19 +64,26 @@ def main() -> None:
         ]
         payload = "".join(json.dumps(line) + "\n" for line in lines).encode()
         upload = client.files.create(file=("train.jsonl", io.BytesIO(payload)), purpose="fine-tune")
-        extra = {"hard_negatives": {"index": name, "count": args.hard_negatives}} if args.hard_negatives else {}
         epochs = args.epochs if args.epochs == "auto" else int(args.epochs)
-        job = client.fine_tuning.jobs.create(
-            model=MODEL, training_file=upload.id, suffix="beir", hyperparameters={"n_epochs": epochs}, extra_body=extra
-        )
-        while job.status not in ("succeeded", "failed", "cancelled"):
-            time.sleep(0.5)
-            job = client.fine_tuning.jobs.retrieve(job.id)
-        if job.status != "succeeded":
-            raise SystemExit(f"job {job.id} {job.status}: {job.error}")
-        print(f"trained on {len(lines)} pairs in {job.finished_at - job.created_at} s (job {job.id})")
-        check(http.patch(f"/v1/indexes/{name}", json={"query_model": job.fine_tuned_model}))
-        report("adapted")
+        for negatives in args.hard_negatives:
+            extra = {"hard_negatives": {"index": name, "count": negatives}} if negatives else {}
+            job = client.fine_tuning.jobs.create(
+                model=MODEL, training_file=upload.id, suffix=f"beir-hn{negatives}",
+                hyperparameters={"n_epochs": epochs}, extra_body=extra,
+            )  # fmt: skip
+            started = time.monotonic()
+            while job.status not in ("succeeded", "failed", "cancelled"):
+                time.sleep(0.2)
+                job = client.fine_tuning.jobs.retrieve(job.id)
+            if job.status != "succeeded":
+                raise SystemExit(f"job {job.id} {job.status}: {job.error}")
+            seconds = time.monotonic() - started
+            print(
+                f"job, {negatives} hard negatives/query: {len(lines)} pairs, {seconds:.1f} s from create to succeeded"
+            )
+            check(http.patch(f"/v1/indexes/{name}", json={"query_model": job.fine_tuned_model}))
+            report(f"hn={negatives}")
+        check(http.patch(f"/v1/indexes/{name}", json={"query_model": None}))
 
 
 if __name__ == "__main__":
