@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+from serving import local_server
 
 from service.embeddings.local import LocalEmbedder, available_cores
 from service.embeddings.model_files import bundled_model_files
@@ -81,45 +79,16 @@ class Reference:
 
 def http_latency(requests: int) -> list[float]:
     """One short query at a time through a real `vsearch serve` process on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as data_dir:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                data_dir,
-                "--log-level",
-                "warning",
-            ]
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=url, timeout=30) as client:
-                for _ in range(600):
-                    try:
-                        client.get("/v1/models")
-                        break
-                    except httpx.TransportError:
-                        time.sleep(0.1)
-                body = {"model": "all-MiniLM-L6-v2", "input": "how do I reset my password?"}
-                for _ in range(20):  # warm-up
-                    client.post("/v1/embeddings", json=body)
-                latencies = []
-                for _ in range(requests):
-                    start = time.perf_counter()
-                    response = client.post("/v1/embeddings", json=body)
-                    latencies.append(time.perf_counter() - start)
-                    response.raise_for_status()
-        finally:
-            server.terminate()
-            server.wait()
+    with local_server() as (url, _), httpx.Client(base_url=url, timeout=30) as client:
+        body = {"model": "all-MiniLM-L6-v2", "input": "how do I reset my password?"}
+        for _ in range(20):  # warm-up
+            client.post("/v1/embeddings", json=body)
+        latencies = []
+        for _ in range(requests):
+            start = time.perf_counter()
+            response = client.post("/v1/embeddings", json=body)
+            latencies.append(time.perf_counter() - start)
+            response.raise_for_status()
     return latencies
 
 

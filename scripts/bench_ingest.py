@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval_beir import local_server
+from serving import local_server
 
 from service.embeddings.local import LocalEmbedder
 from service.embeddings.model_files import bundled_model_files
@@ -49,7 +49,7 @@ def main() -> None:
         embedder.close()
         del embedder
 
-        with local_server() as url:
+        with local_server() as (url, _):
             command = [
                 *(sys.executable, "-m", "service", "ingest", str(corpus), "--index", "bench", "--url", url),
                 *("--chunking", "truncate", "--batch-size", str(args.batch_size)),

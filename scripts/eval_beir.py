@@ -14,15 +14,11 @@ import argparse
 import contextlib
 import csv
 import json
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from serving import local_server
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -44,28 +40,6 @@ def load_beir(folder: Path, split: str) -> tuple[dict[str, str], dict[str, str],
             if query["_id"] in qrels:
                 queries[query["_id"]] = query["text"]
     return corpus, queries, qrels
-
-
-@contextlib.contextmanager
-def local_server() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as data_dir:
-        cmd = [sys.executable, "-m", "service", "serve", "--port", str(port), "--data-dir", data_dir]
-        server = subprocess.Popen([*cmd, "--log-level", "warning"])
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    httpx.get(f"{url}/v1/models")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            yield url
-        finally:
-            server.terminate()
-            server.wait()
 
 
 def check(response: httpx.Response) -> dict:
@@ -132,8 +106,8 @@ def main() -> None:
 
     corpus, queries, qrels = load_beir(args.dataset, args.split)
     print(f"{args.dataset.name}: {len(corpus)} documents, {len(queries)} {args.split} queries")
-    server = contextlib.nullcontext(args.url) if args.url else local_server()
-    with server as url, httpx.Client(base_url=url, timeout=600) as client:
+    server = contextlib.nullcontext((args.url, None)) if args.url else local_server()
+    with server as (url, _), httpx.Client(base_url=url, timeout=600) as client:
         print(f"{'kind':<6}{'chunking':<10}{'mode':<9}{'nDCG@10':>9}{'R@100':>8}{'ingest s':>10}{'docs/s':>8}")
         for kind in args.kind:
             for chunking in args.chunking:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 import openai
-from eval_beir import MODEL, check, evaluate, ingest, load_beir, local_server, search
+from eval_beir import MODEL, check, evaluate, ingest, load_beir, search
+from serving import local_server
 
 
 def main() -> None:
@@ -42,8 +43,8 @@ def main() -> None:
     unseen = {q: t for q, t in test_queries.items() if not set(test_qrels[q]) & train_docs}
     print(f"{len(train_queries)} train queries, {len(test_queries)} test queries ({len(unseen)} with unseen documents)")
 
-    server = contextlib.nullcontext(args.url) if args.url else local_server()
-    with server as url, httpx.Client(base_url=url, timeout=600) as http:
+    server = contextlib.nullcontext((args.url, None)) if args.url else local_server()
+    with server as (url, _), httpx.Client(base_url=url, timeout=600) as http:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
         name = f"ft-{args.dataset.name.lower()}-{int(time.time())}"
         check(http.post("/v1/indexes", json={"name": name, "model": MODEL}))

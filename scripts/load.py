@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from serving import local_server
 
 MODEL = "all-MiniLM-L6-v2"
 WORDS = "river market protein vaccine orbit garden engine harbor violin glacier ledger canyon pixel".split()
@@ -88,34 +86,11 @@ def main() -> None:
     parser.add_argument("--url", help="a running vsearch on loopback (default: start one)")
     args = parser.parse_args()
 
-    server = None
-    with tempfile.TemporaryDirectory() as data_dir:
-        url = args.url
-        if url is None:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-            server = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve", "--port", str(port), "--data-dir", data_dir,
-                 "--log-level", "warning"],
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            url = f"http://127.0.0.1:{port}"
-            while True:
-                try:
-                    httpx.get(f"{url}/health")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-        try:
-            results = asyncio.run(
-                run(url, args.clients, args.seconds, args.max_requests, server.pid if server else None)
-            )
-            rss_end = rss_mib(server.pid) if server else float("nan")
-        finally:
-            if server:
-                server.terminate()
-                server.wait()
+    server = contextlib.nullcontext((args.url, None)) if args.url else local_server()
+    with server as (url, process):
+        pid = process.pid if process else None
+        results = asyncio.run(run(url, args.clients, args.seconds, args.max_requests, pid))
+        rss_end = rss_mib(pid) if pid else float("nan")
 
     elapsed, rss_start, failures = results.pop("elapsed"), results.pop("rss_start"), results.pop("failures")
     total = sum(len(r["latency"]) for r in results.values())
