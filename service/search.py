@@ -175,7 +175,7 @@ class SearchService:
 
     def _spans(self, text: str, model: str, chunking: ChunkingOptions) -> list[tuple[int, int]]:
         embedder = self.registry.get(model)
-        window = embedder.max_input_tokens - getattr(embedder, "special_tokens", 0)
+        window = embedder.max_input_tokens - embedder.special_tokens
         if chunking.strategy == "truncate":
             return [(0, len(text))]
         max_tokens = chunking.max_tokens or window

@@ -24,7 +24,7 @@ class AdapterEmbedder:
 
     @property
     def special_tokens(self) -> int:
-        return getattr(self.base, "special_tokens", 0)
+        return self.base.special_tokens
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         return self.base.token_offsets(text)

@@ -21,7 +21,8 @@ class EmbeddingResult:
 class Embedder(Protocol):
     model_id: str
     dimensions: int  # native width of the vectors
-    max_input_tokens: int
+    max_input_tokens: int  # the window, special tokens included
+    special_tokens: int  # tokens the model adds to every input ([CLS] and [SEP]: 2), inside the window
     supports_dimensions: bool
     created: int
     owned_by: str
