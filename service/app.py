@@ -69,5 +69,6 @@ def create_app(settings: Settings) -> Litestar:
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
         ),
         state=State({"services": services}),
+        logging_config=None,  # logging is the process's business (service/logs.py), not each app's
         debug=False,
     )

@@ -25,6 +25,9 @@ ROOT = Path(__file__).parent.parent
 
 
 def load_script(name: str):
+    """A module of scripts/ (which import their sibling helpers, as when run as scripts)."""
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]

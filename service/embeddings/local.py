@@ -75,6 +75,8 @@ class LocalEmbedder:
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids without special tokens."""
+        if len(texts) == 1:  # skip the batch path's thread pool: a single query is the latency-critical case
+            return [self.tokenizer.encode(texts[0], add_special_tokens=False).ids]
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
