@@ -342,7 +342,7 @@ class IndexStore:
         """Delete documents and their chunks; returns the ids that existed."""
         with self._lock.write():
             with self._transaction() as db:
-                existing = [d for d in self.content_hashes(doc_ids)]
+                existing = list(self.content_hashes(doc_ids))
                 if not existing:
                     return []
                 seq = self._next_seq(db)
