@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import sqlite_utils
@@ -18,6 +18,7 @@ from service.errors import NotFound
 from service.schemas import CheckpointMetrics, FineTuningJob, JobCheckpoint, JobEvent
 
 UNFINISHED = ("validating_files", "queued", "running")
+T = TypeVar("T")
 
 
 class JobStore:
@@ -105,17 +106,20 @@ class JobStore:
                 (event.id, job_id, msgspec.json.encode(event).decode()),
             )
 
-    def events(self, job_id: str, limit: int, after: str | None) -> tuple[list[JobEvent], bool]:
-        """Newest first, as OpenAI lists them; `after` is an event id."""
+    def _page(self, table: str, kind: type[T], job_id: str, limit: int, after: str | None) -> tuple[list[T], bool]:
+        """A job's events or checkpoints, newest first, as OpenAI lists them; `after` is an item id."""
         self.get(job_id)
-        sql, params = "SELECT body FROM events WHERE job_id = ?", [job_id]
+        sql, params = f"SELECT body FROM {table} WHERE job_id = ?", [job_id]
         if after:
-            sql += " AND seq < (SELECT seq FROM events WHERE id = ?)"
+            sql += f" AND seq < (SELECT seq FROM {table} WHERE id = ?)"
             params.append(after)
         with self._connect() as db:
             rows = db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1]).fetchall()
-        events = [msgspec.json.decode(row[0], type=JobEvent) for row in rows]
-        return events[:limit], len(events) > limit
+        items = [msgspec.json.decode(row[0], type=kind) for row in rows]
+        return items[:limit], len(items) > limit
+
+    def events(self, job_id: str, limit: int, after: str | None) -> tuple[list[JobEvent], bool]:
+        return self._page("events", JobEvent, job_id, limit, after)
 
     def add_checkpoint(self, job_id: str, model_id: str, step: int, metrics: CheckpointMetrics) -> None:
         checkpoint = JobCheckpoint(
@@ -133,15 +137,7 @@ class JobStore:
             )
 
     def checkpoints(self, job_id: str, limit: int, after: str | None) -> tuple[list[JobCheckpoint], bool]:
-        self.get(job_id)
-        sql, params = "SELECT body FROM checkpoints WHERE job_id = ?", [job_id]
-        if after:
-            sql += " AND seq < (SELECT seq FROM checkpoints WHERE id = ?)"
-            params.append(after)
-        with self._connect() as db:
-            rows = db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1]).fetchall()
-        items = [msgspec.json.decode(row[0], type=JobCheckpoint) for row in rows]
-        return items[:limit], len(items) > limit
+        return self._page("checkpoints", JobCheckpoint, job_id, limit, after)
 
     def clear_progress(self, job_id: str) -> None:
         """Forget checkpoints of an interrupted run before it starts again."""
