@@ -35,10 +35,12 @@ def sentence(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words))
 
 
-async def client(http: httpx.AsyncClient, rng: random.Random, until: float, budget: list[int], results: dict) -> None:
+async def client(
+    http: httpx.AsyncClient, rng: random.Random, until: float, budget: list[int], results: dict, weights: list[float]
+) -> None:
     while time.monotonic() < until and budget[0] > 0:
         budget[0] -= 1
-        kind = rng.choices(["query", "embed", "ingest"], weights=[6, 3, 1])[0]
+        kind = rng.choices(["query", "embed", "ingest"], weights=weights)[0]
         if kind == "query":
             request = http.post("/v1/indexes/load/query", json={"query": sentence(rng, 6), "top_k": 10})
         elif kind == "embed":
@@ -60,7 +62,7 @@ async def client(http: httpx.AsyncClient, rng: random.Random, until: float, budg
         results[kind]["errors"] += not ok
 
 
-async def run(url: str, clients: int, seconds: float, max_requests: int, pid: int | None) -> dict:
+async def run(url: str, clients: int, seconds: float, max_requests: int, pid: int | None, weights: list[float]) -> dict:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         await http.post("/v1/indexes", json={"name": "load", "model": MODEL})
@@ -73,7 +75,7 @@ async def run(url: str, clients: int, seconds: float, max_requests: int, pid: in
         results["rss_start"] = rss_mib(pid) if pid else float("nan")  # after seeding, when the load begins
         until, budget = time.monotonic() + seconds, [max_requests]
         started = time.monotonic()
-        await asyncio.gather(*(client(http, random.Random(i), until, budget, results) for i in range(clients)))
+        await asyncio.gather(*(client(http, random.Random(i), until, budget, results, weights) for i in range(clients)))
         results["elapsed"] = time.monotonic() - started
     return results
 
@@ -84,12 +86,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--url", help="a running vsearch on loopback (default: start one)")
+    parser.add_argument(
+        "--mix", default="6,3,1", help="relative weights of queries, embeddings and ingests (default 6,3,1)"
+    )
     args = parser.parse_args()
+    weights = [float(w) for w in args.mix.split(",")]
 
     server = contextlib.nullcontext((args.url, None)) if args.url else local_server()
     with server as (url, process):
         pid = process.pid if process else None
-        results = asyncio.run(run(url, args.clients, args.seconds, args.max_requests, pid))
+        results = asyncio.run(run(url, args.clients, args.seconds, args.max_requests, pid, weights))
         rss_end = rss_mib(pid) if pid else float("nan")
 
     elapsed, rss_start, failures = results.pop("elapsed"), results.pop("rss_start"), results.pop("failures")
