@@ -68,7 +68,7 @@ def create_app(settings: Settings) -> Litestar:
             path="/docs",
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
         ),
-        state=State({"services": services}),
+        state=State({"services": services, "api_keys": settings.api_keys}),
         logging_config=None,  # logging is the process's business (service/logs.py), not each app's
         debug=False,
     )

@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from indexes.errors import DocumentNotFound, IndexExists, IndexNotFound, IndexStoreError
+from service.middleware import OPEN_PATHS, api_key_problem
 
 log = logging.getLogger("vsearch")
 
@@ -133,6 +134,10 @@ def error_to_response(request: Request, exc: Exception) -> Response[ErrorRespons
         return _validation_error(exc)
     if isinstance(exc, HTTPException):
         status = exc.status_code
+        if status in (404, 405):  # routing failed before any middleware ran: still, no key, no route map
+            problem = api_key_problem(request.app.state.get("api_keys", []), request.headers.get("authorization"))
+            if problem is not None and request.url.path not in OPEN_PATHS:
+                return _error(401, problem[0], "invalid_request_error", None, problem[1])
         detail = str(exc.detail)
         if status == 400 and any(word in detail for word in ("JSON", "truncated", "malformed", "decode")):
             return _error(400, "We could not parse the JSON body of your request.", "invalid_request_error", None, None)

@@ -34,35 +34,39 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def api_key_problem(keys: list[str], authorization: str | None) -> tuple[str, str | None] | None:
+    """Why a request with this Authorization header may not pass (message, code), or None if it may."""
+    if not keys:
+        return None
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return (
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using "
+            "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            None,
+        )
+    # Compare with every key, always: the time taken says nothing about which key came close.
+    if sum(hmac.compare_digest(token.encode(), key.encode()) for key in keys) == 0:
+        shown = f"{token[:3]}****{token[-2:]}" if len(token) > 8 else "****"
+        return f"Incorrect API key provided: {shown}.", "invalid_api_key"
+    return None
+
+
 class ApiKeyMiddleware:
-    """When keys are configured, every request but the health probes needs `Authorization: Bearer KEY`."""
+    """When keys are configured, every request but the health probes needs `Authorization: Bearer KEY`.
+    (Unknown URLs never reach route middleware: error_to_response applies the same check to them.)"""
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
-        self.keys = [key.encode() for key in keys]
-
-    def _accepted(self, token: str) -> bool:
-        offered = token.encode()
-        # Compare with every key, always: the time taken says nothing about which key came close.
-        return sum(hmac.compare_digest(offered, key) for key in self.keys) > 0
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        authorization = _header(scope, b"authorization") or ""
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            await send_error(send, 401, "You didn't provide an API key. You need to provide your API key in an "
-                             "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                             "invalid_request_error", None)  # fmt: skip
-            return
-        if not self._accepted(token.strip()):
-            shown = token.strip()[:3] + "*" * 4 + token.strip()[-2:] if len(token.strip()) > 8 else "****"
-            await send_error(
-                send, 401, f"Incorrect API key provided: {shown}.", "invalid_request_error", "invalid_api_key"
-            )
-            return
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            problem = api_key_problem(self.keys, _header(scope, b"authorization"))
+            if problem is not None:
+                await send_error(send, 401, problem[0], "invalid_request_error", problem[1])
+                return
         await self.app(scope, receive, send)
 
 

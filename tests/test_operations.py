@@ -64,6 +64,9 @@ def test_api_keys(guarded):
     assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/ready").status_code == 200
     assert httpx.get(f"{url}/metrics").status_code == 401
     assert httpx.get(f"{url}/docs/openapi.json").status_code == 401
+    assert httpx.get(f"{url}/v1/no-such-route").status_code == 401  # no key: not even which routes exist
+    with_key = httpx.get(f"{url}/v1/no-such-route", headers={"authorization": "Bearer sk-first-key-123456"})
+    assert with_key.status_code == 404
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-first-key-123456")
     assert len(client.embeddings.create(model=MODEL, input="hello").data[0].embedding) == 384
     with pytest.raises(openai.AuthenticationError):
