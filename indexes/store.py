@@ -465,11 +465,13 @@ class IndexStore:
     ) -> tuple[np.ndarray, np.ndarray]:
         where = compile_filter(filter_spec)
         joined = f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where.sql}"
-        count = self._db.execute(f"SELECT count(*) {joined}", where.params).fetchone()[0]
-        if count == 0:
+        # One pass for the usual case: read candidates with their vectors, up to one past the limit.
+        rows = self._db.execute(
+            f"SELECT c.id, c.vector {joined} LIMIT ?", [*where.params, EXACT_SCORING_LIMIT + 1]
+        ).fetchall()
+        if not rows:
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        if count <= EXACT_SCORING_LIMIT:
-            rows = self._db.execute(f"SELECT c.id, c.vector {joined}", where.params).fetchall()
+        if len(rows) <= EXACT_SCORING_LIMIT:
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             scores = self._vectors.exact_scores(query, self._matrix([r[1] for r in rows]))
             best = np.argsort(-scores, kind="stable")[:top_k]

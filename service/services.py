@@ -57,9 +57,7 @@ class Services:
             stats = self.catalog.get(name).stats()
             indexes.append((name, stats))
         cache = self.cache.stats()
-        jobs: dict[str, int] = {}
-        for job in self.fine_tuning.jobs.list(limit=100_000, after=None)[0]:
-            jobs[job.status] = jobs.get(job.status, 0) + 1
+        jobs = self.fine_tuning.jobs.count_by_status()
         return {
             "vsearch_index_documents": [({"index": n}, s.document_count) for n, s in indexes],
             "vsearch_index_vectors": [({"index": n}, s.vector_count) for n, s in indexes],

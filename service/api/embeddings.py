@@ -13,10 +13,8 @@ from service.embeddings.registry import EmbedderRegistry
 from service.errors import ERROR_RESPONSES, InvalidRequest
 from service.schemas import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
-MAX_INPUTS = 2048
 
-
-def embedding_inputs(raw: str | list[str | int | list[int]], max_inputs: int = MAX_INPUTS) -> list[EmbeddingInput]:
+def embedding_inputs(raw: str | list[str | int | list[int]], max_inputs: int) -> list[EmbeddingInput]:
     """OpenAI's four input forms, as a list of texts or token-id lists."""
     if isinstance(raw, str):
         items: list[EmbeddingInput] = [raw]

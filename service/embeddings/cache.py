@@ -38,6 +38,8 @@ class EmbeddingCache:
             "CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, vector BLOB NOT NULL, used REAL NOT NULL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings (used)")
+        # Kept up to date by put_many, so neither writes nor stats scan the table.
+        self._entries = self._db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
 
     @staticmethod
     def key(model: str, dimensions: int | None, item: EmbeddingInput, truncate: bool) -> bytes:
@@ -60,23 +62,28 @@ class EmbeddingCache:
 
     def put_many(self, items: dict[bytes, np.ndarray]) -> None:
         now = time.time()
+        keys = list(items)
         with self._lock:
             self._db.execute("BEGIN")
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                marks = ",".join("?" * len(part))
+                known = self._db.execute(f"SELECT count(*) FROM embeddings WHERE key IN ({marks})", part).fetchone()[0]
+                self._entries += len(part) - known
             self._db.executemany(
                 "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
                 [(k, np.ascontiguousarray(v, dtype="<f4").tobytes(), now) for k, v in items.items()],
             )
-            excess = self._db.execute("SELECT count(*) FROM embeddings").fetchone()[0] - self.max_entries
+            excess = self._entries - self.max_entries
             if excess > 0:  # least recently used go first
                 self._db.execute(
                     "DELETE FROM embeddings WHERE key IN (SELECT key FROM embeddings ORDER BY used LIMIT ?)", (excess,)
                 )
+                self._entries -= excess
             self._db.execute("COMMIT")
 
     def stats(self) -> CacheStats:
-        with self._lock:
-            entries = self._db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-        return CacheStats(self.hits, self.misses, entries)
+        return CacheStats(self.hits, self.misses, self._entries)
 
     def close(self) -> None:
         with self._lock:

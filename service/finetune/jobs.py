@@ -83,6 +83,11 @@ class JobStore:
         jobs = [msgspec.json.decode(row[0], type=FineTuningJob) for row in rows]
         return jobs[:limit], len(jobs) > limit
 
+    def count_by_status(self) -> dict[str, int]:
+        with self._connect() as db:
+            rows = db.execute("SELECT json_extract(body, '$.status'), count(*) FROM jobs GROUP BY 1").fetchall()
+        return dict(rows)
+
     def unfinished(self) -> list[FineTuningJob]:
         with self._connect() as db:
             rows = db.execute("SELECT body FROM jobs ORDER BY rowid").fetchall()
