@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -16,16 +16,19 @@ Kind = Literal["flat", "hnsw"]
 LexicalTokenizer = Literal["porter", "unicode61", "trigram"]
 
 
-class HnswConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    m: int = 32
-    ef_construction: int = 200
-    ef_search: int = 128  # changeable after creation
+HnswInt = Annotated[int, msgspec.Meta(ge=2, le=4096)]
 
 
-class IndexConfig(msgspec.Struct, kw_only=True):
+class HnswConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    m: HnswInt = 32
+    ef_construction: HnswInt = 200
+    ef_search: HnswInt = 128  # changeable after creation
+
+
+class IndexConfig(msgspec.Struct, kw_only=True, frozen=True):
     name: str
     model: str  # embeds documents, and queries unless query_model is set
-    dimensions: int  # width of the stored vectors
+    dimensions: Annotated[int, msgspec.Meta(ge=1)]  # width of the stored vectors
     requested_dimensions: int | None = None  # what the caller asked the model for, passed on to it
     metric: Metric = "cosine"
     kind: Kind = "flat"
@@ -46,16 +49,15 @@ def check_name(name: str) -> str:
 
 
 def check_config(config: IndexConfig) -> IndexConfig:
+    """The config with its defaults filled in, or InvalidConfig. Bounds are declared once, on the fields above."""
     check_name(config.name)
-    if config.dimensions < 1:
-        raise InvalidConfig("dimensions must be at least 1.", "dimensions")
+    try:  # msgspec checks constraints when converting, not when constructing
+        config = msgspec.convert(msgspec.to_builtins(config), IndexConfig)
+    except msgspec.ValidationError as exc:
+        at = re.search(r"at `\$\.([^`]+)`", str(exc))
+        raise InvalidConfig(f"Invalid index config: {exc}", at.group(1) if at else None) from None
     if config.kind == "hnsw":
-        hnsw = config.hnsw or HnswConfig()
-        for field in ("m", "ef_construction", "ef_search"):
-            value = getattr(hnsw, field)
-            if not 2 <= value <= 4096:
-                raise InvalidConfig(f"hnsw.{field} must be between 2 and 4096, not {value}.", f"hnsw.{field}")
-        config = msgspec.structs.replace(config, hnsw=hnsw)
-    elif config.hnsw is not None:
+        return msgspec.structs.replace(config, hnsw=config.hnsw or HnswConfig())
+    if config.hnsw is not None:
         raise InvalidConfig("'hnsw' settings are only valid with kind 'hnsw'.", "hnsw")
     return config

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from indexes.errors import InvalidFilter
 
 Scalar = str | int | float | bool | None
@@ -32,18 +34,18 @@ def definite(condition: str) -> str:
     return f"coalesce(({condition}), 0)"
 
 
-class SqlFilter:
-    """`sql` is a boolean expression over the column `column` (JSON text); `params` its bound values."""
+class MetadataFilter(msgspec.Struct, frozen=True):
+    """A validated filter: `sql` is a boolean expression over the documents' metadata column `d.metadata`,
+    `params` its bound values."""
 
-    def __init__(self, sql: str, params: list[Any]) -> None:
-        self.sql = sql
-        self.params = params
+    sql: str
+    params: tuple[Any, ...]
 
 
-def compile_filter(spec: Any, column: str = "d.metadata") -> SqlFilter:
+def compile_filter(spec: Any) -> MetadataFilter:
     params: list[Any] = []
-    sql = _Compiler(column, params).node(spec, "filter", 0)
-    return SqlFilter(sql, params)
+    sql = _Compiler("d.metadata", params).node(spec, "filter", 0)
+    return MetadataFilter(sql, tuple(params))
 
 
 class _Compiler:

@@ -14,10 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -25,8 +22,11 @@ import sqlite_utils
 
 from indexes.config import IndexConfig, check_config
 from indexes.errors import DocumentNotFound, InvalidDocument
-from indexes.filters import compile_filter
+from indexes.filters import MetadataFilter
+from indexes.ranking import RankedList, ranks_by_id, reciprocal_rank_fusion
 from indexes.rwlock import RWLock
+from indexes.sqlite import Database
+from indexes.values import DocumentRecord, Hit, IndexStats, SearchRequest, StoredDocument, UpsertResult
 from indexes.vectors import VectorIndex
 
 DATABASE = "index.sqlite"
@@ -42,57 +42,7 @@ LEXICAL_TOKENIZERS = {
     "unicode61": "unicode61 remove_diacritics 2",  # no stemming: any language with spaces between words
     "trigram": "trigram",  # substrings: codes, identifiers, languages without spaces
 }
-
-
-@dataclass
-class ChunkRecord:
-    start: int  # character offsets of the chunk in its document's text
-    end: int
-    vector: np.ndarray
-
-
-@dataclass
-class DocumentRecord:
-    doc_id: str
-    text: str
-    metadata: dict[str, Any]
-    content_hash: str
-    chunks: list[ChunkRecord]
-
-
-@dataclass
-class UpsertResult:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-
-
-@dataclass
-class StoredDocument:
-    doc_id: str
-    text: str
-    metadata: dict[str, Any]
-    chunk_count: int
-    created_at: float
-    updated_at: float
-
-
-@dataclass
-class Hit:
-    id: str  # the document id, or "{document id}#{chunk}" for a chunk of a split document
-    score: float
-    text: str
-    metadata: dict[str, Any]
-    parent_id: str | None
-    vector: np.ndarray
-    ranks: dict[str, int]  # rank of the hit in each list it came from ("dense", "lexical")
-
-
-@dataclass
-class IndexStats:
-    document_count: int
-    vector_count: int  # chunks in SQLite, the record
-    faiss_vectors: int  # live vectors in FAISS, derived: equal to vector_count
-    bytes: int
+EMPTY: RankedList = (np.empty(0, np.float32), np.empty(0, np.int64))
 
 
 def fts_query(text: str) -> str:
@@ -106,16 +56,14 @@ class IndexStore:
     def __init__(self, folder: Path, config: IndexConfig | None = None, compact_ratio: float = 0.2) -> None:
         """Open the index in `folder`, creating it with `config` when given."""
         self.folder = folder
-        self._db_path = folder / DATABASE
         self._vectors_path = folder / VECTORS
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
         self._lock = RWLock()  # readers: searches and reads; writer: a commit plus its FAISS update
         self._checkpoint_lock = threading.Lock()
         self._compact_ratio = compact_ratio
         if config is not None:
             folder.mkdir(parents=True, exist_ok=False)
+        self._db = Database(folder / DATABASE)  # synchronous=FULL: an acknowledged write survives power loss
+        if config is not None:
             self._create_schema(check_config(config))
         self.config = msgspec.json.decode(self._meta("config"), type=IndexConfig)
         self._ensure_lexical_table()
@@ -124,32 +72,8 @@ class IndexStore:
 
     # --- SQLite plumbing ------------------------------------------------------------------------------------------
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """One connection per thread; WAL lets readers run beside the writer."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss too
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
     def _create_schema(self, config: IndexConfig) -> None:
-        db = sqlite_utils.Database(self._db)
+        db = sqlite_utils.Database(self._db.conn)
         db["meta"].create({"key": str, "value": str}, pk="key")
         db["documents"].create(
             {"doc_id": str, "text": str, "metadata": str, "content_hash": str, "chunk_count": int,
@@ -180,7 +104,7 @@ class IndexStore:
         """Indexes made before hybrid search get their FTS5 table on open, filled from the documents."""
         if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'").fetchone():
             return
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             self._create_lexical_table(self.config)
             db.execute(
                 "INSERT INTO chunks_fts (rowid, text) SELECT c.id, substr(d.text, c.start + 1, c.end - c.start) "
@@ -275,16 +199,12 @@ class IndexStore:
 
     def content_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
         """The stored content hash of each of `doc_ids` that exists (to skip unchanged documents)."""
-        found: dict[str, str] = {}
-        for start in range(0, len(doc_ids), 500):
-            part = list(doc_ids[start : start + 500])
-            sql = f"SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({','.join('?' * len(part))})"
-            found.update(self._db.execute(sql, part).fetchall())
-        return found
+        return dict(self._db.select_in("SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({marks})", doc_ids))
 
     def upsert(self, documents: Sequence[DocumentRecord]) -> UpsertResult:
         """Insert or replace documents and their chunks in one transaction; returns which were new."""
-        result = UpsertResult()
+        created: list[str] = []
+        updated: list[str] = []
         now = time.time()
         for doc in documents:
             for chunk in doc.chunks:
@@ -295,13 +215,13 @@ class IndexStore:
                         "documents",
                     )
         with self._lock.write():
-            with self._transaction() as db:
+            with self._db.transaction() as db:
                 seq = self._next_seq(db)
                 removed = self._delete_chunks(db, [doc.doc_id for doc in documents], seq)
                 new_ids, new_vectors = [], []
                 for doc in documents:
                     row = db.execute("SELECT created_at FROM documents WHERE doc_id = ?", (doc.doc_id,)).fetchone()
-                    (result.updated if row else result.created).append(doc.doc_id)
+                    (updated if row else created).append(doc.doc_id)
                     db.execute(
                         "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (doc.doc_id, doc.text, json.dumps(doc.metadata, ensure_ascii=False), doc.content_hash,
@@ -326,14 +246,11 @@ class IndexStore:
                 self._vectors.add(np.array(new_ids, dtype=np.int64), np.stack(new_vectors))
         self._maybe_compact()
         self._maybe_checkpoint()
-        return result
+        return UpsertResult(created, updated)
 
     def _delete_chunks(self, db: sqlite3.Connection, doc_ids: Sequence[str], seq: int) -> list[int]:
-        removed: list[int] = []
-        for start in range(0, len(doc_ids), 500):
-            part = list(doc_ids[start : start + 500])
-            marks = ",".join("?" * len(part))
-            removed += [r[0] for r in db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks}) RETURNING id", part)]
+        deleted = self._db.select_in("DELETE FROM chunks WHERE doc_id IN ({marks}) RETURNING id", doc_ids)
+        removed = [row[0] for row in deleted]
         db.executemany("INSERT OR REPLACE INTO deleted_chunks VALUES (?, ?)", [(i, seq) for i in removed])
         db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(i,) for i in removed])
         return removed
@@ -341,24 +258,21 @@ class IndexStore:
     def delete(self, doc_ids: Sequence[str]) -> list[str]:
         """Delete documents and their chunks; returns the ids that existed."""
         with self._lock.write():
-            with self._transaction() as db:
+            with self._db.transaction() as db:
                 existing = list(self.content_hashes(doc_ids))
                 if not existing:
                     return []
                 seq = self._next_seq(db)
                 removed = self._delete_chunks(db, existing, seq)
-                for start in range(0, len(existing), 500):
-                    part = existing[start : start + 500]
-                    db.execute(f"DELETE FROM documents WHERE doc_id IN ({','.join('?' * len(part))})", part)
+                list(self._db.select_in("DELETE FROM documents WHERE doc_id IN ({marks})", existing))
             self._vectors.remove(np.array(removed, dtype=np.int64))
         self._maybe_compact()
         self._maybe_checkpoint()
         return existing
 
-    def delete_matching(self, filter_spec: dict[str, Any]) -> list[str]:
-        where = compile_filter(filter_spec)
-        sql = f"SELECT doc_id FROM documents d WHERE {where.sql}"
-        return self.delete([row[0] for row in self._db.execute(sql, where.params)])
+    def delete_matching(self, where: MetadataFilter) -> list[str]:
+        rows = self._db.execute(f"SELECT doc_id FROM documents d WHERE {where.sql}", where.params)
+        return self.delete([row[0] for row in rows])
 
     def set_config(self, config: IndexConfig) -> None:
         """Change what may change after creation (ef_search, query_model)."""
@@ -399,59 +313,38 @@ class IndexStore:
         size = sum(path.stat().st_size for path in self.folder.iterdir() if path.is_file())
         return IndexStats(documents, vectors, live, size)
 
-    def search(
-        self,
-        query: np.ndarray | None,
-        top_k: int,
-        filter_spec: dict[str, Any] | None = None,
-        min_score: float | None = None,
-        text: str | None = None,
-        mode: str = "dense",
-        rrf_k: int = 60,
-        weights: tuple[float, float] = (1.0, 1.0),
-    ) -> list[Hit]:
-        """The `top_k` best chunks, all matching the filter, best first. `mode`: dense (the query vector), lexical
-        (BM25 over `text`) or hybrid (reciprocal-rank fusion of both lists, weighted dense, lexical)."""
+    def search(self, request: SearchRequest, vector: np.ndarray | None, text: str | None) -> list[Hit]:
+        """The `top_k` best chunks, all matching the filter, best first. dense ranks by `vector` ([1, d]),
+        lexical by BM25 over `text`, hybrid fuses both lists."""
         with self._lock.read():
-            lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-            depth = top_k if mode != "hybrid" else max(top_k, HYBRID_DEPTH)
+            lists: dict[str, RankedList] = {}
+            mode = request.mode
+            depth = request.top_k if mode != "hybrid" else max(request.top_k, HYBRID_DEPTH)
             if mode in ("dense", "hybrid"):
-                assert query is not None
-                lists["dense"] = (
-                    self._filtered_search(query, depth, filter_spec)
-                    if filter_spec
-                    else self._vectors.search(query, depth)
-                )
+                if vector is None:
+                    raise ValueError(f"{mode} search needs a query vector")
+                lists["dense"] = self._dense_search(vector, depth, request.filter)
             if mode in ("lexical", "hybrid"):
-                lists["lexical"] = self._lexical_search(text or "", depth, filter_spec)
-            ranks: dict[int, dict[str, int]] = {}
-            for name, (_, ids) in lists.items():
-                for rank, chunk_id in enumerate(ids, start=1):
-                    ranks.setdefault(int(chunk_id), {})[name] = rank
+                lists["lexical"] = self._lexical_search(text or "", depth, request.filter)
+            ranks = ranks_by_id(lists)
             if mode == "hybrid":
-                weight = {"dense": weights[0], "lexical": weights[1]}
-                fused = {i: sum(weight[n] / (rrf_k + r) for n, r in by_list.items()) for i, by_list in ranks.items()}
-                best = sorted(fused, key=lambda i: -fused[i])[:top_k]
-                scores, ids = np.array([fused[i] for i in best]), np.array(best, dtype=np.int64)
+                scores, ids = reciprocal_rank_fusion(ranks, request.fusion, request.top_k)
             else:
                 scores, ids = lists[mode]
-            if min_score is not None:
-                keep = scores >= min_score
+            if request.min_score is not None:
+                keep = scores >= request.min_score
                 scores, ids = scores[keep], ids[keep]
             return self._hits(scores, ids, ranks)
 
-    def _lexical_search(
-        self, text: str, top_k: int, filter_spec: dict[str, Any] | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _lexical_search(self, text: str, top_k: int, where: MetadataFilter | None) -> RankedList:
         """BM25 over the chunks' FTS5 table; higher scores are better (FTS5's bm25() is lower-is-better)."""
         match = fts_query(text)
         if not match:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
+            return EMPTY
         sql = "SELECT chunks_fts.rowid, bm25(chunks_fts) AS rank FROM chunks_fts"
-        params: list[Any] = [match]
+        params: list = [match]
         condition = ""
-        if filter_spec:
-            where = compile_filter(filter_spec)
+        if where is not None:
             sql += " JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.doc_id = c.doc_id"
             condition = f" AND {where.sql}"
             params += where.params
@@ -460,17 +353,15 @@ class IndexStore:
         ).fetchall()
         return -np.array([r[1] for r in rows], dtype=np.float64), np.array([r[0] for r in rows], dtype=np.int64)
 
-    def _filtered_search(
-        self, query: np.ndarray, top_k: int, filter_spec: dict[str, Any]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        where = compile_filter(filter_spec)
+    def _dense_search(self, query: np.ndarray, top_k: int, where: MetadataFilter | None) -> RankedList:
+        if where is None:
+            return self._vectors.search(query, top_k)
         joined = f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where.sql}"
         # One pass for the usual case: read candidates with their vectors, up to one past the limit.
-        rows = self._db.execute(
-            f"SELECT c.id, c.vector {joined} LIMIT ?", [*where.params, EXACT_SCORING_LIMIT + 1]
-        ).fetchall()
+        rows = self._db.execute(f"SELECT c.id, c.vector {joined} LIMIT ?", [*where.params, EXACT_SCORING_LIMIT + 1])
+        rows = rows.fetchall()
         if not rows:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
+            return EMPTY
         if len(rows) <= EXACT_SCORING_LIMIT:
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             scores = self._vectors.exact_scores(query, self._matrix([r[1] for r in rows]))
@@ -482,12 +373,11 @@ class IndexStore:
     def _hits(self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]]) -> list[Hit]:
         if not len(ids):
             return []
-        marks = ",".join("?" * len(ids))
-        rows = self._db.execute(
+        rows = self._db.select_in(
             "SELECT c.id, c.doc_id, c.chunk_index, c.start, c.end, c.vector, d.text, d.metadata, d.chunk_count "
-            f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.id IN ({marks})",
+            "FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.id IN ({marks})",
             [int(i) for i in ids],
-        ).fetchall()
+        )
         by_id = {row[0]: row for row in rows}
         hits = []
         for score, chunk_id in zip(scores, ids, strict=True):
@@ -512,8 +402,4 @@ class IndexStore:
     def close(self, checkpoint: bool = True) -> None:
         if checkpoint:
             self.checkpoint()
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._db.close()

@@ -16,6 +16,12 @@ _MAGIC = b"VSFAISS1"
 _HEADER = struct.Struct("<8sqI")  # magic, sequence it reflects, crc32 of the payload
 
 
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length, as float32 (a zero row stays zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return (vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 class VectorIndex:
     """FAISS ids are the SQLite chunk ids. HNSW cannot delete in place: its deletions are tombstones, filtered out
     at search time, until the store compacts by rebuilding."""
@@ -39,10 +45,7 @@ class VectorIndex:
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
         """float32, C-contiguous, and unit length for cosine (so inner product is the cosine)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.config.dimensions)
-        if self.config.metric == "cosine":
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
-        return vectors
+        return normalize(vectors) if self.config.metric == "cosine" else vectors
 
     @property
     def ntotal(self) -> int:

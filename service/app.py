@@ -1,34 +1,34 @@
-"""create_app(settings) -> Litestar: builds the services a data dir needs and wires routes, DI and errors."""
+"""create_app(settings): the services a data dir needs, the Litestar app over them (routes, DI, the error
+mapping, OpenAPI, lifespan), and the Edge around it all."""
 
 from __future__ import annotations
 
 from litestar import Litestar
-from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from service.api.cache import cache_stats
+from service.api.edge import Edge
 from service.api.embeddings import create_embeddings
+from service.api.errors import exception_to_response
 from service.api.files import files_router
 from service.api.fine_tuning import fine_tuning_router
 from service.api.health import health, metrics, ready
 from service.api.indexes import indexes_router
 from service.api.models import list_models, retrieve_model
 from service.config import Settings
-from service.errors import error_to_response
-from service.middleware import ApiKeyMiddleware, InFlightLimitMiddleware, ObservabilityMiddleware
-from service.services import build_services
+from service.services import Services, build_services
 
 
-def create_app(settings: Settings) -> Litestar:
-    services = build_services(settings)
+def create_app(settings: Settings, services: Services | None = None) -> Edge:
+    """The ASGI app for `settings`; `services` are built from them unless given (tests may hold on to them)."""
+    services = services or build_services(settings)
 
     def constant(value: object) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
-    return Litestar(
+    router = Litestar(
         route_handlers=[
             create_embeddings,
             list_models,
@@ -42,25 +42,18 @@ def create_app(settings: Settings) -> Litestar:
             metrics,
         ],
         dependencies={
-            "services": constant(services),
             "registry": constant(services.registry),
             "search": constant(services.search),
-            "files": constant(services.fine_tuning.files),
+            "files": constant(services.files),
             "fine_tuning": constant(services.fine_tuning),
             "cache": constant(services.cache),
             "metrics": constant(services.metrics),
-            "max_inputs": constant(settings.max_inputs_per_request),
+            "max_inputs": constant(settings.limits.max_inputs_per_request),
         },
-        # Outermost first: every request is observed, then checked for a key, then counted against the limit.
-        middleware=[
-            DefineMiddleware(ObservabilityMiddleware, metrics=services.metrics),
-            DefineMiddleware(ApiKeyMiddleware, keys=settings.api_keys),
-            DefineMiddleware(InFlightLimitMiddleware, limit=settings.max_requests_in_flight),
-        ],
-        exception_handlers={Exception: error_to_response},
+        exception_handlers={Exception: exception_to_response},
         on_startup=[services.start],
         on_shutdown=[services.stop],
-        request_max_body_size=settings.max_request_bytes,
+        request_max_body_size=settings.limits.max_request_bytes,  # per route: uploads have their own limit
         openapi_config=OpenAPIConfig(
             title="vsearch",
             version="0.1.0",
@@ -68,7 +61,7 @@ def create_app(settings: Settings) -> Litestar:
             path="/docs",
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
         ),
-        state=State({"services": services, "api_keys": settings.api_keys}),
         logging_config=None,  # logging is the process's business (service/logs.py), not each app's
         debug=False,
     )
+    return Edge(router, settings.api_keys, settings.limits.max_requests_in_flight, services.metrics)

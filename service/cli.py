@@ -58,8 +58,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from service.ingest.runner import FieldMapping, IndexSpec, Ingest, IngestError
+    from service.ingest.runner import FieldMapping, Ingest, IngestError
     from service.ingest.sources import open_source
+    from service.search.values import IndexSpec
 
     console = Console(stderr=True)
     try:
@@ -71,7 +72,7 @@ def _ingest(args: argparse.Namespace) -> int:
     metadata = None if args.metadata_fields is None else [f for f in args.metadata_fields.split(",") if f]
     run = Ingest(
         args.url,
-        IndexSpec(args.index, args.model, args.dimensions, args.metric, args.kind),
+        IndexSpec(name=args.index, model=args.model, dimensions=args.dimensions, metric=args.metric, kind=args.kind),
         source,
         FieldMapping(id_field, args.text_field or source.default_text, metadata),
         batch_size=args.batch_size,

@@ -1,26 +1,39 @@
-"""Domain error types, and their one translation into OpenAI's error object and an HTTP status."""
+"""Domain errors: plain Python, no web framework. Each type carries its kind (what went wrong, in the caller's
+terms), its OpenAI `code` and the `param` at fault; service/api/errors.py turns kinds into HTTP in one place."""
 
 from __future__ import annotations
 
-import logging
-import re
-
-import msgspec
-from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi.datastructures import ResponseSpec
+import functools
+import inspect
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
 
 from indexes.errors import DocumentNotFound, IndexExists, IndexNotFound, IndexStoreError
-from service.middleware import OPEN_PATHS, api_key_problem
 
-log = logging.getLogger("vsearch")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ErrorKind(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    RATE_LIMITED = "rate_limited"
+    UPSTREAM_REJECTED = "upstream_rejected"  # the upstream refused the request (its 4xx)
+    UPSTREAM_FAILED = "upstream_failed"  # the upstream broke, lied, or stayed unavailable
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UNAVAILABLE = "unavailable"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
 
 
 class VsearchError(Exception):
-    """Base of every error a caller can cause. Subclasses set the HTTP status and OpenAI `type`/`code`."""
+    """Base of every error a caller can cause or be told about."""
 
-    status_code = 400
-    type = "invalid_request_error"
+    kind: ClassVar[ErrorKind] = ErrorKind.INVALID_REQUEST
     code: str | None = None
 
     def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
@@ -35,122 +48,107 @@ class InvalidRequest(VsearchError):
     pass
 
 
-class ModelNotFound(VsearchError):
-    status_code = 404
+class NotFound(VsearchError):
+    kind = ErrorKind.NOT_FOUND
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
 
     def __init__(self, model: str, param: str = "model") -> None:
         super().__init__(f"The model `{model}` does not exist or you do not have access to it.", param)
 
 
-class NotFound(VsearchError):
-    status_code = 404
-    code = "not_found"
-
-
 class Conflict(VsearchError):
-    status_code = 409
+    kind = ErrorKind.CONFLICT
     code = "conflict"
+
+
+class TooLarge(VsearchError):
+    kind = ErrorKind.TOO_LARGE
+    code = "too_large"
+
+
+class Unauthenticated(VsearchError):
+    kind = ErrorKind.UNAUTHENTICATED
+
+
+class RateLimited(VsearchError):
+    kind = ErrorKind.RATE_LIMITED
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after_s: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(VsearchError):
+    kind = ErrorKind.UNAVAILABLE
+    code = "unavailable"
+
+
+class UpstreamRejected(VsearchError):
+    """The upstream answered a 4xx that retrying cannot fix; the caller gets the same status."""
+
+    kind = ErrorKind.UPSTREAM_REJECTED
+    code = "upstream_error"
+
+    def __init__(self, message: str, upstream_status: int) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+
+
+class UpstreamFailed(VsearchError):
+    kind = ErrorKind.UPSTREAM_FAILED
+    code = "upstream_error"
+
+
+class UpstreamTimeout(VsearchError):
+    kind = ErrorKind.UPSTREAM_TIMEOUT
+    code = "upstream_error"
+
+
+class UpstreamRateLimited(VsearchError):
+    """The upstream kept answering 429 until we gave up."""
+
+    kind = ErrorKind.RATE_LIMITED
+    code = "upstream_error"
 
 
 class ModelNotInstalled(Exception):
     """The bundled model's package is missing or damaged: a start-up problem, not a request error."""
 
 
-class ErrorBody(msgspec.Struct):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
+def from_store_error(exc: IndexStoreError) -> VsearchError:
+    """The storage engine's errors in the domain's terms."""
+    if isinstance(exc, IndexNotFound):
+        return NotFound(exc.message, exc.param, code="index_not_found")
+    if isinstance(exc, DocumentNotFound):
+        return NotFound(exc.message, exc.param, code="document_not_found")
+    if isinstance(exc, IndexExists):
+        return Conflict(exc.message, exc.param, code="index_exists")
+    return InvalidRequest(exc.message, exc.param)  # a bad config, filter or document
 
 
-class ErrorResponse(msgspec.Struct):
-    error: ErrorBody
+def translates_store_errors(function: F) -> F:
+    """Decorates a domain method (sync or async) so that storage errors leave it as domain errors."""
+    if inspect.iscoroutinefunction(function):
 
+        @functools.wraps(function)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await function(*args, **kwargs)
+            except IndexStoreError as exc:
+                raise from_store_error(exc) from None
 
-# Documented on every route, so the OpenAPI schema describes the error bodies clients actually get.
-ERROR_RESPONSES = {
-    status: ResponseSpec(ErrorResponse, description=description, generate_examples=False)
-    for status, description in [
-        (400, "Invalid request (OpenAI error object)"),
-        (401, "Missing or wrong API key"),
-        (404, "Unknown model, index, document, file or job"),
-        (409, "Already exists"),
-        (413, "Request body or upload too large"),
-        (429, "Too many requests in flight, or the upstream's rate limit"),
-        (502, "The upstream embedding provider failed"),
-        (503, "Not ready"),
-        (504, "The upstream embedding provider timed out"),
-    ]
-}
+        return run_async  # type: ignore[return-value]
 
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except IndexStoreError as exc:
+            raise from_store_error(exc) from None
 
-def _error(status: int, message: str, type_: str, param: str | None, code: str | None) -> Response[ErrorResponse]:
-    return Response(ErrorResponse(ErrorBody(message, type_, param, code)), status_code=status)
-
-
-_STORE_ERRORS: dict[type[IndexStoreError], tuple[int, str]] = {
-    IndexNotFound: (404, "index_not_found"),
-    DocumentNotFound: (404, "document_not_found"),
-    IndexExists: (409, "index_exists"),
-}
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
-_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
-_HTTP_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def _validation_error(exc: ValidationException) -> Response[ErrorResponse]:
-    """Litestar reports msgspec decoding failures as a list of {message, key}; OpenAI names one `param`."""
-    extra = exc.extra if isinstance(exc.extra, list) and exc.extra else [{"message": exc.detail}]
-    first = extra[0] if isinstance(extra[0], dict) else {"message": str(extra[0])}
-    message = str(first.get("message", exc.detail))
-    param = first.get("key")
-    if match := _UNKNOWN_FIELD.search(message):
-        param = match.group(1)
-        message = f"Additional properties are not allowed ('{param}' was unexpected)"
-    elif match := _MISSING_FIELD.search(message):
-        param = match.group(1)
-        message = f"Missing required parameter: '{param}'."
-    elif param and param != "data":
-        message = f"Invalid value for '{param}': {message}"
-    if param == "data":
-        param = None
-    return _error(400, message, "invalid_request_error", param, None)
-
-
-def error_to_response(request: Request, exc: Exception) -> Response[ErrorResponse]:
-    """The single place where exceptions become HTTP responses."""
-    if isinstance(exc, VsearchError):
-        return _error(exc.status_code, exc.message, exc.type, exc.param, exc.code)
-    if isinstance(exc, IndexStoreError):
-        status, code = _STORE_ERRORS.get(type(exc), (400, None))
-        return _error(status, exc.message, "invalid_request_error", exc.param, code)
-    if isinstance(exc, ValidationException):
-        return _validation_error(exc)
-    if isinstance(exc, HTTPException):
-        status = exc.status_code
-        if status in (404, 405):  # routing failed before any middleware ran: still, no key, no route map
-            problem = api_key_problem(request.app.state.get("api_keys", []), request.headers.get("authorization"))
-            if problem is not None and request.url.path not in OPEN_PATHS:
-                return _error(401, problem[0], "invalid_request_error", None, problem[1])
-        detail = str(exc.detail)
-        if status == 400 and any(word in detail for word in ("JSON", "truncated", "malformed", "decode")):
-            return _error(400, "We could not parse the JSON body of your request.", "invalid_request_error", None, None)
-        message = {
-            404: f"Unknown request URL: {request.method} {request.url.path}.",
-            405: f"Method {request.method} is not allowed for {request.url.path}.",
-        }.get(status, detail)
-        code = {404: "unknown_url", 405: "method_not_allowed"}.get(status)
-        type_ = _HTTP_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-        return _error(status, message, type_, None, code)
-    if isinstance(exc, RecursionError):  # JSON nested deeper than the decoder will follow
-        return _error(400, "The JSON body is nested too deeply.", "invalid_request_error", None, None)
-    if isinstance(exc, UnicodeDecodeError):  # msgspec meets a string that is not UTF-8
-        return _error(400, "The request body is not valid UTF-8.", "invalid_request_error", None, None)
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return _error(500, "The server had an error while processing your request.", "server_error", None, None)
+    return run  # type: ignore[return-value]

@@ -9,12 +9,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+Gauges = dict[str, list[tuple[dict[str, str], float]]]  # metric name -> (labels, value) samples
 
 
 class _StateCollector(Collector):
     """Values read when Prometheus scrapes: index sizes, cache counters, jobs by status."""
 
-    def __init__(self, read: Callable[[], dict[str, list[tuple[dict[str, str], float]]]]) -> None:
+    def __init__(self, read: Callable[[], Gauges]) -> None:
         self.read = read
 
     def collect(self) -> Iterator[Metric]:
@@ -58,7 +59,7 @@ class Metrics:
     def count_embedded(self, model: str, count: int) -> None:
         self.embedded.labels(model).inc(count)
 
-    def watch(self, read: Callable[[], dict[str, list[tuple[dict[str, str], float]]]]) -> None:
+    def watch(self, read: Callable[[], Gauges]) -> None:
         self.registry.register(_StateCollector(read))
 
     def render(self) -> bytes:

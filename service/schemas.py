@@ -7,7 +7,37 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from service.finetune.records import FineTuningJob, JobCheckpoint, JobEvent
+from service.limits import MAX_BATCH_QUERIES
+from service.search.values import (
+    Chunking,
+    HnswConfig,
+    IndexChange,
+    IndexSpec,
+    Kind,
+    LexicalTokenizer,
+    Metric,
+    Mode,
+    NewDocument,
+)
+
 PositiveInt = Annotated[int, Meta(ge=1)]
+
+
+# --- errors -------------------------------------------------------------------------------------------------------
+
+
+class ErrorBody(Struct, kw_only=True):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(Struct, kw_only=True):
+    """OpenAI's error object: every 4xx and 5xx has this body."""
+
+    error: ErrorBody
 
 
 # --- embeddings ---------------------------------------------------------------------------------------------------
@@ -58,38 +88,12 @@ class ModelList(Struct, kw_only=True):
 
 # --- indexes ------------------------------------------------------------------------------------------------------
 
-Metric = Literal["cosine", "ip", "l2"]
-IndexKind = Literal["flat", "hnsw"]
-HnswInt = Annotated[int, Meta(ge=2, le=4096)]
 Metadata = dict[str, Any]
 Filter = dict[str, Any]
 
-
-class HnswParams(Struct, forbid_unknown_fields=True, kw_only=True):
-    m: HnswInt = 32
-    ef_construction: HnswInt = 200
-    ef_search: HnswInt = 128
-
-
-LexicalTokenizer = Literal["porter", "unicode61", "trigram"]
-
-
-class CreateIndexRequest(Struct, forbid_unknown_fields=True, kw_only=True):
-    name: str
-    model: str
-    dimensions: PositiveInt | None = None
-    metric: Metric = "cosine"
-    kind: IndexKind = "flat"
-    hnsw: HnswParams | None = None
-    query_model: str | None = None
-    # FTS5 tokenizer for lexical search: porter (English stemming, default), unicode61 (no stemming), trigram.
-    lexical_tokenizer: LexicalTokenizer = "porter"
-
-
-class UpdateIndexRequest(Struct, forbid_unknown_fields=True, kw_only=True):
-    ef_search: HnswInt | None = None
-    # A fine-tuned model whose base is the index's model; null goes back to the index's model.
-    query_model: str | None | msgspec.UnsetType = msgspec.UNSET
+# Requests to create or change an index, and documents to add, are the search domain's own values:
+CreateIndexRequest = IndexSpec
+UpdateIndexRequest = IndexChange
 
 
 class IndexObject(Struct, kw_only=True):
@@ -100,8 +104,8 @@ class IndexObject(Struct, kw_only=True):
     query_model: str | None
     dimensions: int
     metric: Metric
-    kind: IndexKind
-    hnsw: HnswParams | None
+    kind: Kind
+    hnsw: HnswConfig | None
     lexical_tokenizer: LexicalTokenizer
     created_at: int
     document_count: int
@@ -122,25 +126,8 @@ class DeletedObject(Struct, kw_only=True):
     deleted: bool = True
 
 
-class DocumentIn(Struct, forbid_unknown_fields=True, kw_only=True):
-    id: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
-    text: str | None = None
-    metadata: Metadata | None = None
-    vector: list[float] | None = None
-
-
-class Chunking(Struct, forbid_unknown_fields=True, kw_only=True):
-    """`split` (default): texts over the model's window become overlapping chunks of `max_tokens` tokens
-    (default: the window) overlapping by `overlap_tokens` (default 32). `truncate`: only the first window is
-    embedded (the whole text is still stored)."""
-
-    strategy: Literal["split", "truncate"] = "split"
-    max_tokens: PositiveInt | None = None
-    overlap_tokens: Annotated[int, Meta(ge=0)] = 32
-
-
 class AddDocumentsRequest(Struct, forbid_unknown_fields=True, kw_only=True):
-    documents: list[DocumentIn]
+    documents: list[NewDocument]
     chunking: Chunking | None = None
 
 
@@ -195,13 +182,13 @@ class QueryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
 
     query: str | None = None
     vector: list[float] | None = None
-    queries: Annotated[list[str], Meta(min_length=1, max_length=100)] | None = None
+    queries: Annotated[list[str], Meta(min_length=1, max_length=MAX_BATCH_QUERIES)] | None = None
     top_k: PositiveInt = 10  # at most max_top_k (1000 by default)
     filter: Filter | None = None
     include: list[Include] = msgspec.field(default_factory=lambda: ["text", "metadata"])
     min_score: float | None = None
     # dense: nearest vectors; lexical: BM25 over the texts; hybrid: reciprocal-rank fusion of the two lists.
-    mode: Literal["dense", "lexical", "hybrid"] = "dense"
+    mode: Mode = "dense"
     rrf_k: Annotated[int, Meta(ge=1, le=10_000)] = 60
     weights: FusionWeights | None = None
 
@@ -261,89 +248,8 @@ class FileList(Struct, kw_only=True):
 
 
 # --- fine-tuning --------------------------------------------------------------------------------------------------
-
-Auto = Literal["auto"]
-JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
-
-
-class Hyperparameters(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    batch_size: Auto | Annotated[int, Meta(ge=1, le=256)] = "auto"
-    learning_rate_multiplier: Auto | Annotated[float, Meta(gt=0, le=100)] = "auto"
-    n_epochs: Auto | Annotated[int, Meta(ge=1, le=200)] = "auto"
-    beta: Auto | Annotated[float, Meta(gt=0, le=2)] | None = None  # dpo only; accepted, not used by the trainer
-
-
-class SupervisedMethod(Struct, forbid_unknown_fields=True, kw_only=True):
-    hyperparameters: Hyperparameters | None = None
-
-
-class Method(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    type: Literal["supervised", "dpo"]
-    supervised: SupervisedMethod | None = None
-    dpo: SupervisedMethod | None = None
-
-
-class WandbIntegration(Struct, forbid_unknown_fields=True, kw_only=True):
-    project: str
-    name: str | None = None
-    entity: str | None = None
-    tags: list[str] | None = None
-
-
-class Integration(Struct, forbid_unknown_fields=True, kw_only=True):
-    type: Literal["wandb"]
-    wandb: WandbIntegration
-
-
-class HardNegatives(Struct, forbid_unknown_fields=True, kw_only=True):
-    """vsearch extension: mine hard negatives for each training query from an index embedded with the job's
-    model (its nearest documents that are not the query's positive)."""
-
-    index: str
-    count: Annotated[int, Meta(ge=1, le=32)] = 4
-
-
-class CreateJobRequest(Struct, forbid_unknown_fields=True, kw_only=True):
-    model: str
-    training_file: str
-    validation_file: str | None = None
-    suffix: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
-    seed: Annotated[int, Meta(ge=0, le=2147483647)] | None = None
-    method: Method | None = None
-    hyperparameters: Hyperparameters | None = None  # deprecated by OpenAI in favour of method
-    integrations: list[Integration] | None = None
-    metadata: Annotated[dict[str, Annotated[str, Meta(max_length=512)]], Meta(max_length=16)] | None = None
-    hard_negatives: HardNegatives | None = None
-
-
-class JobError(Struct, kw_only=True):
-    code: str
-    message: str
-    param: str | None
-
-
-class FineTuningJob(Struct, kw_only=True):
-    id: str
-    object: Literal["fine_tuning.job"] = "fine_tuning.job"
-    created_at: int
-    error: JobError | None = None
-    fine_tuned_model: str | None = None
-    finished_at: int | None = None
-    hyperparameters: Hyperparameters
-    model: str
-    organization_id: str
-    result_files: list[str] = msgspec.field(default_factory=list)
-    status: JobStatus
-    trained_tokens: int | None = None
-    training_file: str
-    validation_file: str | None = None
-    integrations: list[Integration] | None = None
-    seed: int
-    estimated_finish: int | None = None
-    method: Method
-    metadata: dict[str, str] | None = None
-    suffix: str | None = None
-    hard_negatives: HardNegatives | None = None
+# A job's request, record, events and checkpoints are the domain's own types (service/finetune/records.py), in
+# OpenAI's shapes; the lists below wrap them.
 
 
 class FineTuningJobList(Struct, kw_only=True):
@@ -352,40 +258,10 @@ class FineTuningJobList(Struct, kw_only=True):
     has_more: bool
 
 
-class JobEvent(Struct, kw_only=True):
-    id: str
-    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
-    created_at: int
-    level: Literal["info", "warn", "error"]
-    message: str
-    data: dict[str, Any] | None = None
-    type: Literal["message", "metrics"] = "message"
-
-
 class JobEventList(Struct, kw_only=True):
     object: Literal["list"] = "list"
     data: list[JobEvent]
     has_more: bool
-
-
-class CheckpointMetrics(Struct, kw_only=True, omit_defaults=True):
-    step: float
-    train_loss: float
-    train_mean_token_accuracy: float
-    valid_loss: float | None = None
-    valid_mean_token_accuracy: float | None = None
-    full_valid_loss: float | None = None
-    full_valid_mean_token_accuracy: float | None = None
-
-
-class JobCheckpoint(Struct, kw_only=True):
-    id: str
-    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
-    created_at: int
-    fine_tuned_model_checkpoint: str
-    fine_tuning_job_id: str
-    metrics: CheckpointMetrics
-    step_number: int
 
 
 class JobCheckpointList(Struct, kw_only=True):

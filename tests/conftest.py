@@ -13,7 +13,8 @@ import pytest
 import uvicorn
 
 from service.app import create_app
-from service.config import Settings
+from service.config import Settings, load_settings
+from service.services import build_services
 
 
 class ServerThread:
@@ -41,15 +42,17 @@ class ServerThread:
 
 
 class LiveServer(ServerThread):
-    """The vsearch app for `settings`."""
+    """The vsearch app for `settings`; `services` are its domain services, for tests that look inside."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        super().__init__(create_app(settings))
+        self.services = build_services(settings)
+        super().__init__(create_app(settings, self.services))
 
 
 def start_server(data_dir: Path, **settings: object) -> LiveServer:
-    return LiveServer(Settings(data_dir=data_dir, **settings))  # type: ignore[arg-type]
+    """Settings as the command line would give them (flat names, validated), over no environment."""
+    return LiveServer(load_settings(environ={}, data_dir=data_dir, **settings))
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def test_truncated_reference_rows_when_truncation_is_asked_for(server):
     """The API refuses over-long input; indexes ask the registry to truncate, and then match the reference."""
     rows = [r for r in REFERENCE if r["truncated"]]
     assert rows
-    registry = server.app.state.services.registry
+    registry = server.services.registry
 
     async def embed():
         return await registry.embed(MODEL, [r["text"] for r in rows], truncate=True)

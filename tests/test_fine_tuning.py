@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from service.finetune.jobs import JobStore
-from service.schemas import FineTuningJob, Hyperparameters, Method
+from service.finetune.records import FineTuningJob, Hyperparameters, Method
 from tests.conftest import start_server
 from tests.test_embeddings_api import assert_error
 from tests.test_indexes_api import MODEL, add, new_index, query

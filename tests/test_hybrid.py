@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from indexes.config import IndexConfig
-from indexes.store import ChunkRecord, DocumentRecord, IndexStore
+from indexes.store import IndexStore
+from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from tests.test_embeddings_api import assert_error
 from tests.test_indexes_api import MODEL, add, new_index, query
 
@@ -103,4 +104,4 @@ def test_index_without_fts_table_gets_one_on_open(tmp_path: Path):
     with sqlite3.connect(tmp_path / "old" / "index.sqlite") as db:
         db.execute("DROP TABLE chunks_fts")
     reopened = IndexStore(tmp_path / "old")
-    assert [h.id for h in reopened.search(None, 5, text="gamma", mode="lexical")] == ["d"]
+    assert [h.id for h in reopened.search(SearchRequest(mode="lexical", top_k=5), None, "gamma")] == ["d"]

@@ -151,7 +151,7 @@ def test_index_ingest_through_the_gateway(server, gateway):
 
 
 def test_second_ingest_of_the_same_corpus_never_reaches_the_upstream(gateway):
-    provider = gateway.app.state.services.providers[0]
+    provider = gateway.services.providers[0]
     corpus = [{"id": f"c{i}", "text": f"cached paragraph number {i} about rivers"} for i in range(30)]
     with httpx.Client(base_url=gateway.url, timeout=60) as http:
         for name in ("cache-one", "cache-two"):
@@ -266,7 +266,8 @@ upstream_id = "all-MiniLM-L6-v2"
         % (tmp_path / "data")
     )
     settings = load_settings(config, environ={"VSEARCH_PORT": "9123"})
-    assert settings.data_dir == tmp_path / "data" and settings.port == 9123 and settings.max_documents_per_request == 50
+    assert settings.data_dir == tmp_path / "data" and settings.port == 9123
+    assert settings.limits.max_documents_per_request == 50
     (provider,) = settings.providers
     assert provider.models[0].upstream_id == "all-MiniLM-L6-v2" and provider.api_key_env == "UPSTREAM_API_KEY"
     config.write_text('[[providers]]\nname = "x"\nbase_url = "http://h"\nmodels = []\nretries = 3\n')

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from indexes.catalog import IndexCatalog
 from indexes.config import IndexConfig
-from indexes.store import ChunkRecord, DocumentRecord, IndexStore
+from indexes.store import IndexStore
+from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from tests.conftest import start_server
 from tests.test_indexes_api import MODEL, add, new_index, query
 
@@ -282,9 +283,9 @@ def test_crash_without_checkpoint_is_caught_up_from_sqlite(tmp_path: Path, kind:
     store.checkpoint()  # the file on disk now reflects the first 50
     store.upsert(docs(range(40, 80)))  # replaces 10, adds 30: after the checkpoint
     store.delete(["d0", "d1"])
-    expected = store.search(np.ones((1, 4), "f4"), 100)
+    expected = store.search(SearchRequest(top_k=100), np.ones((1, 4), "f4"), None)
     reopened = IndexStore(tmp_path / "crash")  # as if the process had died: no close, no checkpoint
-    got = reopened.search(np.ones((1, 4), "f4"), 100)
+    got = reopened.search(SearchRequest(top_k=100), np.ones((1, 4), "f4"), None)
     assert [(h.id, round(h.score, 5)) for h in got] == [(h.id, round(h.score, 5)) for h in expected]
     assert len(got) == 78
 
@@ -299,7 +300,8 @@ def test_hnsw_compacts_tombstones(tmp_path: Path):
                 for i in range(20)
             ]
         )
-    assert store._vectors.ntotal <= 40 and len(store.search(np.ones((1, 4), "f4"), 100)) == 20
+    assert store._vectors.ntotal <= 40
+    assert len(store.search(SearchRequest(top_k=100), np.ones((1, 4), "f4"), None)) == 20
 
 
 def test_queries_never_see_half_a_batch(http):

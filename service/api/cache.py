@@ -7,12 +7,12 @@ import asyncio
 from litestar import get
 from litestar.di import NamedDependency
 
+from service.api.errors import error_responses
 from service.embeddings.cache import EmbeddingCache
-from service.errors import ERROR_RESPONSES
 from service.schemas import CacheStatsObject
 
 
-@get("/v1/cache", responses=ERROR_RESPONSES, summary="Embedding cache statistics", tags=["embeddings"])
+@get("/v1/cache", responses=error_responses(), summary="Embedding cache statistics", tags=["embeddings"])
 async def cache_stats(cache: NamedDependency[EmbeddingCache]) -> CacheStatsObject:
     stats = await asyncio.to_thread(cache.stats)
     return CacheStatsObject(hits=stats.hits, misses=stats.misses, entries=stats.entries, max_entries=cache.max_entries)

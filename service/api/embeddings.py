@@ -8,9 +8,10 @@ from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from service.api.errors import error_responses
 from service.embeddings.base import EmbeddingInput
 from service.embeddings.registry import EmbedderRegistry
-from service.errors import ERROR_RESPONSES, InvalidRequest
+from service.errors import InvalidRequest
 from service.schemas import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
 
@@ -43,7 +44,8 @@ def embedding_inputs(raw: str | list[str | int | list[int]], max_inputs: int) ->
     return items
 
 
-@post("/v1/embeddings", responses=ERROR_RESPONSES, status_code=200, summary="Create embeddings", tags=["embeddings"])
+@post("/v1/embeddings", responses=error_responses(400, 404, 502, 503, 504), status_code=200,
+      summary="Create embeddings", tags=["embeddings"])  # fmt: skip
 async def create_embeddings(
     data: JSONBody[EmbeddingRequest], registry: NamedDependency[EmbedderRegistry], max_inputs: NamedDependency[int]
 ) -> EmbeddingList:

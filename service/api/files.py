@@ -11,8 +11,10 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from multipart import MultipartSegment, ParserError, PushMultipartParser
 
-from service.errors import ERROR_RESPONSES, InvalidRequest
+from service.api.errors import error_responses
+from service.errors import InvalidRequest
 from service.finetune.files import FileRecord, FileStore, FileTooLarge
+from service.limits import MAX_FILES_PAGE_SIZE, MAX_UPLOAD_PARTS
 from service.schemas import DeletedObject, FileList, FileObject
 
 Files = NamedDependency[FileStore]
@@ -31,7 +33,8 @@ def _boundary(request: Request) -> str:
     return params["boundary"]
 
 
-@post("/", responses=ERROR_RESPONSES, status_code=200, summary="Upload a file", request_max_body_size=None)
+@post("/", responses=error_responses(400, 413), status_code=200, summary="Upload a file",
+      request_max_body_size=None)  # fmt: skip
 async def upload_file(request: Request, files: Files) -> FileObject:
     """multipart/form-data with `file` and `purpose`. The file part is written to disk as it arrives."""
     file_id = files.new_id()
@@ -41,7 +44,7 @@ async def upload_file(request: Request, files: Files) -> FileObject:
     out = None
     segment: MultipartSegment | None = None
     try:
-        with PushMultipartParser(_boundary(request), max_segment_count=16) as parser:
+        with PushMultipartParser(_boundary(request), max_segment_count=MAX_UPLOAD_PARTS) as parser:
             async for chunk in request.stream():
                 for part in parser.parse(chunk):
                     if isinstance(part, MultipartSegment):
@@ -81,11 +84,11 @@ async def upload_file(request: Request, files: Files) -> FileObject:
         files.discard(file_id)
 
 
-@get("/", responses=ERROR_RESPONSES, summary="List files")
+@get("/", responses=error_responses(400, 404), summary="List files")
 async def list_files(
     files: Files,
     purpose: FromQuery[str | None] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=10000)] = 10000,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_FILES_PAGE_SIZE)] = MAX_FILES_PAGE_SIZE,
     order: FromQuery[Literal["asc", "desc"]] = "desc",
     after: FromQuery[str | None] = None,
 ) -> FileList:
@@ -96,14 +99,14 @@ async def list_files(
     )
 
 
-@get("/{file_id:str}", responses=ERROR_RESPONSES, summary="Retrieve a file's object")
+@get("/{file_id:str}", responses=error_responses(404), summary="Retrieve a file's object")
 async def retrieve_file(file_id: FromPath[str], files: Files) -> FileObject:
     return file_object(await asyncio.to_thread(files.get, file_id))
 
 
 @get(
     "/{file_id:str}/content",
-    responses=ERROR_RESPONSES,
+    responses=error_responses(404),
     summary="Download a file's content",
     media_type="application/octet-stream",
 )
@@ -116,7 +119,7 @@ async def file_content(file_id: FromPath[str], files: Files) -> Response:
     )
 
 
-@delete("/{file_id:str}", responses=ERROR_RESPONSES, status_code=200, summary="Delete a file")
+@delete("/{file_id:str}", responses=error_responses(404), status_code=200, summary="Delete a file")
 async def delete_file(file_id: FromPath[str], files: Files) -> DeletedObject:
     await asyncio.to_thread(files.delete, file_id)
     return DeletedObject(id=file_id, object="file")

@@ -7,34 +7,32 @@ import asyncio
 from litestar import Response, get
 from litestar.di import NamedDependency
 
-from service.errors import ERROR_RESPONSES, VsearchError
+from service.api.errors import error_responses
+from service.embeddings.registry import EmbedderRegistry
+from service.errors import Unavailable
 from service.metrics import CONTENT_TYPE, Metrics
-from service.services import Services
+from service.search.service import SearchService
 
 
-class NotReady(VsearchError):
-    status_code = 503
-    type = "server_error"
-    code = "not_ready"
-
-
-@get("/health", responses=ERROR_RESPONSES, summary="Liveness: the process answers", tags=["operations"])
+@get("/health", summary="Liveness: the process answers", tags=["operations"])
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", responses=ERROR_RESPONSES, summary="Readiness: models loaded and indexes reachable", tags=["operations"])
-async def ready(services: NamedDependency[Services]) -> Response[dict]:
-    models = [embedder.model_id for embedder in services.registry.all()]
+@get("/ready", responses=error_responses(503, edge=False), summary="Readiness: models loaded and indexes reachable",
+     tags=["operations"])  # fmt: skip
+async def ready(registry: NamedDependency[EmbedderRegistry], search: NamedDependency[SearchService]) -> Response[dict]:
+    models = [embedder.model_id for embedder in registry.all()]
     try:
-        indexes = await asyncio.to_thread(services.catalog.names)
+        indexes = await asyncio.to_thread(search.index_names)
     except OSError as exc:
-        raise NotReady(f"Not ready: the data dir cannot be read ({exc}).") from None
+        raise Unavailable(f"Not ready: the data dir cannot be read ({exc}).", code="not_ready") from None
     if not models:
-        raise NotReady("Not ready: no model is loaded.")
+        raise Unavailable("Not ready: no model is loaded.", code="not_ready")
     return Response({"status": "ready", "models": models, "indexes": len(indexes)})
 
 
-@get("/metrics", responses=ERROR_RESPONSES, summary="Prometheus metrics", tags=["operations"], media_type=CONTENT_TYPE)
+@get("/metrics", responses=error_responses(401, edge=False), summary="Prometheus metrics", tags=["operations"],
+     media_type=CONTENT_TYPE)  # fmt: skip
 async def metrics(metrics: NamedDependency[Metrics]) -> Response[bytes]:
     return Response(await asyncio.to_thread(metrics.render), media_type=CONTENT_TYPE)

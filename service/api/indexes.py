@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from litestar import Router, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from indexes.config import HnswConfig
-from indexes.store import Hit, IndexStore, StoredDocument
-from service.errors import ERROR_RESPONSES, InvalidRequest
+from service.api.errors import error_responses
+from service.errors import InvalidRequest
+from service.limits import MAX_PAGE_SIZE
 from service.schemas import (
     AddDocumentsRequest,
     AddDocumentsResponse,
@@ -23,7 +22,6 @@ from service.schemas import (
     DocumentList,
     DocumentObject,
     EmbeddingUsage,
-    HnswParams,
     IndexList,
     IndexObject,
     QueryHit,
@@ -32,15 +30,17 @@ from service.schemas import (
     QueryResultList,
     UpdateIndexRequest,
 )
-from service.search import ChunkingOptions, NewDocument, SearchService
+from service.search.service import SearchService
+from service.search.values import Chunking, Fusion, Hit, IndexInfo, SearchQuery, StoredDocument, metadata_filter
 
 Search = NamedDependency[SearchService]
-Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)]
+BY_NAME = error_responses(400, 404)  # an index or document by name (a malformed name is a 400)
+EMBEDS = error_responses(400, 404, 502, 503, 504)  # may call the index's model, which may be remote
 
 
-def index_object(store: IndexStore) -> IndexObject:
-    config, stats = store.config, store.stats()
-    hnsw = config.hnsw
+def index_object(info: IndexInfo) -> IndexObject:
+    config, stats = info.config, info.stats
     return IndexObject(
         id=config.name,
         name=config.name,
@@ -49,7 +49,7 @@ def index_object(store: IndexStore) -> IndexObject:
         dimensions=config.dimensions,
         metric=config.metric,
         kind=config.kind,
-        hnsw=HnswParams(m=hnsw.m, ef_construction=hnsw.ef_construction, ef_search=hnsw.ef_search) if hnsw else None,
+        hnsw=config.hnsw,
         lexical_tokenizer=config.lexical_tokenizer,
         created_at=config.created_at,
         document_count=stats.document_count,
@@ -82,65 +82,37 @@ def hit_object(hit: Hit, include: list[str]) -> QueryHit:
     )
 
 
-@post("/", responses=ERROR_RESPONSES, status_code=200, summary="Create an index")
+@post("/", responses=error_responses(400, 404, 409, 503), status_code=200, summary="Create an index")
 async def create_index(data: JSONBody[CreateIndexRequest], search: Search) -> IndexObject:
-    hnsw = None
-    if data.hnsw is not None or data.kind == "hnsw":
-        params = data.hnsw or HnswParams()
-        hnsw = HnswConfig(m=params.m, ef_construction=params.ef_construction, ef_search=params.ef_search)
-        if data.kind != "hnsw":
-            raise InvalidRequest("'hnsw' settings are only valid with kind 'hnsw'.", param="hnsw")
-    store = await asyncio.to_thread(
-        search.create_index,
-        data.name,
-        data.model,
-        data.dimensions,
-        data.metric,
-        data.kind,
-        hnsw,
-        data.query_model,
-        data.lexical_tokenizer,
-    )
-    return index_object(store)
+    return index_object(await search.create_index(data))
 
 
-@get("/", responses=ERROR_RESPONSES, summary="List indexes")
+@get("/", responses=error_responses(), summary="List indexes")
 async def list_indexes(search: Search) -> IndexList:
-    def load() -> list[IndexObject]:
-        return [index_object(search.catalog.get(name)) for name in search.catalog.names()]
-
-    return IndexList(data=await asyncio.to_thread(load))
+    return IndexList(data=[index_object(info) for info in await search.list_indexes()])
 
 
-@get("/{name:str}", responses=ERROR_RESPONSES, summary="Retrieve an index with its statistics")
+@get("/{name:str}", responses=BY_NAME, summary="Retrieve an index with its statistics")
 async def retrieve_index(name: FromPath[str], search: Search) -> IndexObject:
-    return await asyncio.to_thread(lambda: index_object(search.catalog.get(name)))
+    return index_object(await search.describe_index(name))
 
 
-@patch("/{name:str}", responses=ERROR_RESPONSES, summary="Change an index's ef_search or query_model")
+@patch("/{name:str}", responses=BY_NAME, summary="Change an index's ef_search or query_model")
 async def update_index(name: FromPath[str], data: JSONBody[UpdateIndexRequest], search: Search) -> IndexObject:
-    store = await asyncio.to_thread(search.update_index, name, data.ef_search, data.query_model)
-    return index_object(store)
+    return index_object(await search.update_index(name, data))
 
 
-@delete("/{name:str}", responses=ERROR_RESPONSES, status_code=200, summary="Delete an index and all its documents")
+@delete("/{name:str}", responses=BY_NAME, status_code=200, summary="Delete an index and all its documents")
 async def delete_index(name: FromPath[str], search: Search) -> DeletedObject:
-    await asyncio.to_thread(search.catalog.delete, name)
+    await search.delete_index(name)
     return DeletedObject(id=name, object="index")
 
 
-@post("/{name:str}/documents", responses=ERROR_RESPONSES, status_code=200, summary="Add or replace documents")
+@post("/{name:str}/documents", responses=EMBEDS, status_code=200, summary="Add or replace documents")
 async def add_documents(
     name: FromPath[str], data: JSONBody[AddDocumentsRequest], search: Search
 ) -> AddDocumentsResponse:
-    chunking = data.chunking
-    options = (
-        ChunkingOptions(chunking.strategy, chunking.max_tokens, chunking.overlap_tokens)
-        if chunking
-        else ChunkingOptions()
-    )
-    documents = [NewDocument(d.id, d.text, d.metadata, d.vector) for d in data.documents]
-    result = await search.ingest(name, documents, options)
+    result = await search.ingest(name, data.documents, data.chunking or Chunking())
     return AddDocumentsResponse(
         ids=result.ids,
         created=result.created,
@@ -150,81 +122,65 @@ async def add_documents(
     )
 
 
-@get("/{name:str}/documents", responses=ERROR_RESPONSES, summary="List documents, in id order")
+@get("/{name:str}/documents", responses=BY_NAME, summary="List documents, in id order")
 async def list_documents(
-    name: FromPath[str],
-    search: Search,
-    limit: Limit = 20,
-    after: FromQuery[str | None] = None,
+    name: FromPath[str], search: Search, limit: Limit = 20, after: FromQuery[str | None] = None
 ) -> DocumentList:
-    docs, has_more = await asyncio.to_thread(lambda: search.catalog.get(name).list(limit, after))
-    data = [document_object(doc) for doc in docs]
+    page = await search.list_documents(name, limit, after)
+    data = [document_object(doc) for doc in page.documents]
     return DocumentList(
-        data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=has_more
+        data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=page.has_more
     )
 
 
-@get("/{name:str}/documents/{doc_id:path}", responses=ERROR_RESPONSES, summary="Retrieve a document")
+@get("/{name:str}/documents/{doc_id:path}", responses=BY_NAME, summary="Retrieve a document")
 async def retrieve_document(name: FromPath[str], doc_id: FromPath[str], search: Search) -> DocumentObject:
-    doc = await asyncio.to_thread(lambda: search.catalog.get(name).get(doc_id.removeprefix("/")))
-    return document_object(doc)
+    return document_object(await search.get_document(name, doc_id.removeprefix("/")))
 
 
-@delete(
-    "/{name:str}/documents/{doc_id:path}",
-    responses=ERROR_RESPONSES,
-    status_code=200,
-    summary="Delete a document and its chunks",
-)
+@delete("/{name:str}/documents/{doc_id:path}", responses=BY_NAME, status_code=200,
+        summary="Delete a document and its chunks")  # fmt: skip
 async def delete_document(name: FromPath[str], doc_id: FromPath[str], search: Search) -> DeletedObject:
     doc_id = doc_id.removeprefix("/")
-
-    def remove() -> None:
-        store = search.catalog.get(name)
-        store.get(doc_id)  # 404 for an unknown id
-        store.delete([doc_id])
-
-    await asyncio.to_thread(remove)
+    await search.delete_document(name, doc_id)
     return DeletedObject(id=doc_id, object="document")
 
 
-@post(
-    "/{name:str}/documents/delete",
-    responses=ERROR_RESPONSES,
-    status_code=200,
-    summary="Delete documents by ids or by filter",
-)
+@post("/{name:str}/documents/delete", responses=BY_NAME, status_code=200,
+      summary="Delete documents by ids or by filter")  # fmt: skip
 async def delete_documents(
     name: FromPath[str], data: JSONBody[DeleteDocumentsRequest], search: Search
 ) -> DeleteDocumentsResponse:
-    if (data.ids is None) == (data.filter is None):
+    if data.ids is not None and data.filter is None:
+        deleted = await search.delete_documents(name, data.ids)
+    elif data.filter is not None and data.ids is None:
+        deleted = await search.delete_matching(name, metadata_filter(data.filter))
+    else:
         raise InvalidRequest("Give exactly one of 'ids' or 'filter'.", param="ids")
-
-    def remove() -> list[str]:
-        store = search.catalog.get(name)
-        return store.delete(data.ids) if data.ids is not None else store.delete_matching(data.filter or {})
-
-    deleted = await asyncio.to_thread(remove)
     return DeleteDocumentsResponse(ids=deleted, deleted=len(deleted))
 
 
-@post(
-    "/{name:str}/query",
-    responses=ERROR_RESPONSES,
-    status_code=200,
-    summary="Find the documents nearest to a text or a vector",
-)
+@post("/{name:str}/query", responses=EMBEDS, status_code=200,
+      summary="Find the documents nearest to a text or a vector")  # fmt: skip
 async def query_index(
     name: FromPath[str], data: JSONBody[QueryRequest], search: Search
 ) -> QueryResult | BatchQueryResult:
     given = [field for field in ("query", "vector", "queries") if getattr(data, field) is not None]
     if len(given) != 1:
         raise InvalidRequest("Give exactly one of 'query', 'vector' or 'queries'.", param="query")
-    texts = [data.query] if data.query is not None else data.queries
-    weights = (data.weights.dense, data.weights.lexical) if data.weights else (1.0, 1.0)
-    outcome = await search.query(
-        name, texts, data.vector, data.top_k, data.filter, data.min_score, data.mode, data.rrf_k, weights
+    weights = data.weights
+    query = SearchQuery(
+        texts=[data.query] if data.query is not None else data.queries,
+        vector=data.vector,
+        top_k=data.top_k,
+        mode=data.mode,
+        filter=metadata_filter(data.filter),
+        min_score=data.min_score,
+        fusion=Fusion(k=data.rrf_k, dense_weight=weights.dense, lexical_weight=weights.lexical)
+        if weights
+        else Fusion(k=data.rrf_k),
     )
+    outcome = await search.query(name, query)
     usage = EmbeddingUsage(prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens)
     lists = [[hit_object(hit, list(data.include)) for hit in hits] for hits in outcome.hits]
     if data.queries is not None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from indexes.vectors import normalize
 from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult, shorten
 
 
@@ -15,7 +16,7 @@ class AdapterEmbedder:
     def __init__(self, model_id: str, base: Embedder, weights: np.ndarray, created: int) -> None:
         self.model_id = model_id
         self.base = base
-        self.base_model = base.model_id  # an index may use this as query_model only over this base
+        self.base_model: str | None = base.model_id  # an index may use this as query_model only over this base
         self.weights = weights.astype(np.float32)
         self.dimensions = base.dimensions
         self.max_input_tokens = base.max_input_tokens
@@ -26,6 +27,9 @@ class AdapterEmbedder:
     def special_tokens(self) -> int:
         return self.base.special_tokens
 
+    async def start(self) -> None:
+        pass  # its base is started by the registry
+
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         return self.base.token_offsets(text)
 
@@ -33,9 +37,8 @@ class AdapterEmbedder:
         self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
     ) -> EmbeddingResult:
         base = await self.base.embed(inputs, None, truncate)
-        adapted = base.vectors @ self.weights
-        adapted /= np.maximum(np.linalg.norm(adapted, axis=1, keepdims=True), 1e-12)
-        return EmbeddingResult(shorten(adapted.astype(np.float32), dimensions), base.prompt_tokens)
+        adapted = normalize(base.vectors @ self.weights)
+        return EmbeddingResult(shorten(adapted, dimensions), base.prompt_tokens)
 
     def close(self) -> None:
         pass  # the base embedder is closed by the registry

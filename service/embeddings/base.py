@@ -8,6 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
+from indexes.vectors import normalize
+
 # A text, or a sequence of the model's token ids without special tokens.
 EmbeddingInput = str | list[int]
 
@@ -26,6 +28,13 @@ class Embedder(Protocol):
     supports_dimensions: bool
     created: int
     owned_by: str
+    # The model whose document vectors this one's queries are meant to meet (a fine-tuned query model's base);
+    # None for a base model. An index may use a model as its query model only over that base.
+    base_model: str | None
+
+    async def start(self) -> None:
+        """Called once the app runs, before requests: learn what can only be learnt then (a remote width)."""
+        ...
 
     async def embed(
         self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
@@ -42,6 +51,4 @@ def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     """Keep the first `dimensions` components and re-normalise, as OpenAI's text-embedding-3 models do."""
     if dimensions is None or dimensions == vectors.shape[1]:
         return vectors
-    head = vectors[:, :dimensions]
-    norms = np.linalg.norm(head, axis=1, keepdims=True)
-    return (head / np.maximum(norms, 1e-12)).astype(np.float32)
+    return normalize(vectors[:, :dimensions])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from indexes.sqlite import Database
 from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult
 
 
@@ -29,11 +29,9 @@ class EmbeddingCache:
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
-        self._lock = threading.Lock()  # one connection, used from worker threads one at a time
+        self._lock = threading.Lock()  # one writer at a time, and the counters with it
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last writes in a power cut is fine
+        self._db = Database(path, synchronous="NORMAL")  # a cache: losing the last writes in a power cut is fine
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, vector BLOB NOT NULL, used REAL NOT NULL)"
         )
@@ -46,16 +44,13 @@ class EmbeddingCache:
         return hashlib.sha256(msgspec.json.encode([model, dimensions, truncate, item])).digest()
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        found: dict[bytes, np.ndarray] = {}
+        rows = self._db.select_in("SELECT key, vector FROM embeddings WHERE key IN ({marks})", keys)
+        found = {key: np.frombuffer(blob, dtype="<f4") for key, blob in rows}
         with self._lock:
-            for start in range(0, len(keys), 500):
-                part = list(keys[start : start + 500])
-                marks = ",".join("?" * len(part))
-                for key, blob in self._db.execute(f"SELECT key, vector FROM embeddings WHERE key IN ({marks})", part):
-                    found[key] = np.frombuffer(blob, dtype="<f4")
             if found:
                 now = time.time()
-                self._db.executemany("UPDATE embeddings SET used = ? WHERE key = ?", [(now, k) for k in found])
+                with self._db.transaction() as db:
+                    db.executemany("UPDATE embeddings SET used = ? WHERE key = ?", [(now, k) for k in found])
             self.hits += len(found)
             self.misses += len(set(keys)) - len(found)
         return found
@@ -64,30 +59,27 @@ class EmbeddingCache:
         now = time.time()
         keys = list(items)
         with self._lock:
-            self._db.execute("BEGIN")
-            for start in range(0, len(keys), 500):
-                part = keys[start : start + 500]
-                marks = ",".join("?" * len(part))
-                known = self._db.execute(f"SELECT count(*) FROM embeddings WHERE key IN ({marks})", part).fetchone()[0]
-                self._entries += len(part) - known
-            self._db.executemany(
-                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
-                [(k, np.ascontiguousarray(v, dtype="<f4").tobytes(), now) for k, v in items.items()],
-            )
-            excess = self._entries - self.max_entries
-            if excess > 0:  # least recently used go first
-                self._db.execute(
-                    "DELETE FROM embeddings WHERE key IN (SELECT key FROM embeddings ORDER BY used LIMIT ?)", (excess,)
+            with self._db.transaction() as db:
+                known_rows = self._db.select_in("SELECT count(*) FROM embeddings WHERE key IN ({marks})", keys)
+                entries = self._entries + len(keys) - sum(row[0] for row in known_rows)
+                db.executemany(
+                    "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                    [(k, np.ascontiguousarray(v, dtype="<f4").tobytes(), now) for k, v in items.items()],
                 )
-                self._entries -= excess
-            self._db.execute("COMMIT")
+                excess = entries - self.max_entries
+                if excess > 0:  # least recently used go first
+                    db.execute(
+                        "DELETE FROM embeddings WHERE key IN (SELECT key FROM embeddings ORDER BY used LIMIT ?)",
+                        (excess,),
+                    )
+                    entries -= excess
+            self._entries = entries  # once committed
 
     def stats(self) -> CacheStats:
         return CacheStats(self.hits, self.misses, self._entries)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
 
 class CachedEmbedder:
@@ -96,9 +88,23 @@ class CachedEmbedder:
     def __init__(self, inner: Embedder, cache: EmbeddingCache) -> None:
         self.inner = inner
         self.cache = cache
+        self.model_id = inner.model_id
+        self.max_input_tokens = inner.max_input_tokens
+        self.special_tokens = inner.special_tokens
+        self.supports_dimensions = inner.supports_dimensions
+        self.created = inner.created
+        self.owned_by = inner.owned_by
+        self.base_model = inner.base_model
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)  # model_id, dimensions, token_offsets, ...
+    @property
+    def dimensions(self) -> int:
+        return self.inner.dimensions  # a remote model may learn it only at start
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self.inner.token_offsets(text)
 
     async def embed(
         self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False

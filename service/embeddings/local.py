@@ -44,6 +44,7 @@ def available_cores() -> int:
 class LocalEmbedder:
     supports_dimensions = True  # by truncation and re-normalisation (see README: not Matryoshka-trained)
     owned_by = "vsearch"
+    base_model = None
 
     def __init__(self, files: ModelFiles, cache_dir: Path, threads: int = 0) -> None:
         self.model_id = files.model_id
@@ -82,6 +83,9 @@ class LocalEmbedder:
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each token of `text` (special tokens excluded), for chunking by tokens."""
         return self.tokenizer.encode(text, add_special_tokens=False).offsets
+
+    async def start(self) -> None:
+        pass  # built and loaded in __init__
 
     def forward(self, batch: list[list[int]]) -> np.ndarray:
         """One padded batch of framed sequences through the graph; runs on the inference thread."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult
 from service.errors import InvalidRequest, ModelNotFound
 
+log = logging.getLogger("vsearch")
+
 
 class EmbedderRegistry:
     def __init__(self, on_embedded: Callable[[str, int], None] | None = None) -> None:
         self._embedders: dict[str, Embedder] = {}
-        self._on_embedded = on_embedded  # told (model, count) after each embedding call, for metrics
+        self.on_embedded = on_embedded  # told (model, count) after each embedding call, for metrics
 
     def add(self, embedder: Embedder) -> None:
         self._embedders[embedder.model_id] = embedder
@@ -49,9 +52,16 @@ class EmbedderRegistry:
     ) -> EmbeddingResult:
         self.output_dimensions(model_id, dimensions)
         result = await self.get(model_id).embed(inputs, dimensions, truncate)
-        if self._on_embedded is not None:
-            self._on_embedded(model_id, len(inputs))
+        if self.on_embedded is not None:
+            self.on_embedded(model_id, len(inputs))
         return result
+
+    async def start(self) -> None:
+        for embedder in self.all():
+            try:
+                await embedder.start()
+            except Exception as exc:  # an upstream may come up later; its requests say so meanwhile
+                log.warning("could not start %s: %s", embedder.model_id, exc)
 
     def close(self) -> None:
         for embedder in self._embedders.values():

@@ -9,149 +9,103 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
-import logging
-import random
+import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Annotated
 
 import httpx
+import msgspec
 import numpy as np
+from msgspec import Meta
 
+from indexes.vectors import normalize
 from service.embeddings.base import EmbeddingInput, EmbeddingResult
-from service.errors import VsearchError
+from service.errors import Unavailable, UpstreamFailed, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
+from service.retries import RetriesExhausted, RetryPolicy, error_message, send_with_retries
 
-log = logging.getLogger("vsearch")
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 # Without the upstream's tokenizer, texts are chunked by pseudo-tokens (words cut into pieces of at most 4
 # characters, and punctuation marks): on English text there are at least as many of them as real tokens.
 PSEUDO_TOKEN = re.compile(r"\w{1,4}|[^\w\s]")
 
 
-class UpstreamError(VsearchError):
-    """The upstream failed; status and message say how (4xx from the upstream keep their status)."""
-
-    type = "upstream_error"
-
-    def __init__(self, message: str, status: int, code: str = "upstream_error") -> None:
-        super().__init__(message, param=None, code=code)
-        self.status_code = status
-        if status < 500:
-            self.type = "invalid_request_error"
-
-
-@dataclass(frozen=True)
-class RemoteModel:
-    id: str  # what our clients ask for
-    upstream_id: str  # what the upstream calls it
-    max_input_tokens: int = 8191
+class RemoteModelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    id: str  # the id our clients use
+    upstream_id: str | None = None  # the id the upstream knows (default: id)
+    max_input_tokens: Annotated[int, Meta(ge=1)] = 8191
     supports_dimensions: bool = False
-    dimensions: int | None = None  # native width; asked of the upstream at start when not configured
+    dimensions: Annotated[int, Meta(ge=1)] | None = None  # native width; asked of the upstream when absent
 
 
-@dataclass(frozen=True)
-class ProviderSettings:
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     name: str
     base_url: str
-    api_key: str | None = None
-    max_batch_inputs: int = 2048
-    max_batch_bytes: int = 4_000_000
-    max_concurrency: int = 4
-    timeout_s: float = 30.0
-    max_retries: int = 5
-    deadline_s: float = 120.0  # for one of our requests, every part and retry included
-    backoff_s: float = 0.5
+    api_key_env: str | None = None  # the environment variable holding the upstream's API key
+    models: list[RemoteModelConfig]
+    max_batch_inputs: Annotated[int, Meta(ge=1, le=2048)] = 2048
+    max_batch_bytes: Annotated[int, Meta(ge=1)] = 4_000_000
+    max_concurrency: Annotated[int, Meta(ge=1)] = 4
+    timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    max_retries: Annotated[int, Meta(ge=0)] = 5
+    deadline_s: Annotated[float, Meta(gt=0)] = 120.0  # for one of our requests, every part and retry included
+    backoff_s: Annotated[float, Meta(gt=0)] = 0.5
+    cache: bool = True  # keep its embeddings in the embedding cache
 
 
 class RemoteProvider:
     """One pooled httpx.AsyncClient per upstream, shared by its models."""
 
-    def __init__(self, settings: ProviderSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.settings = settings
-        headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
         self.client = httpx.AsyncClient(
-            base_url=settings.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=settings.timeout_s,
+            base_url=config.base_url.rstrip("/") + "/",
+            headers={"authorization": f"Bearer {api_key}"} if api_key else {},
+            timeout=config.timeout_s,
             transport=transport,
-            limits=httpx.Limits(max_connections=max(settings.max_concurrency, 1) * 2),
+            limits=httpx.Limits(max_connections=config.max_concurrency * 2),
         )
+        self.retries = RetryPolicy(max_retries=config.max_retries, backoff_s=config.backoff_s)
         self.calls = 0  # HTTP requests sent, retries included (for tests and metrics)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def _retry_delay(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None and (after := response.headers.get("retry-after")):
-            try:
-                return max(0.0, float(after))
-            except ValueError:
-                parsed = email.utils.parsedate_to_datetime(after)
-                if parsed is not None:
-                    return max(0.0, parsed.timestamp() - time.time())
-        return random.uniform(0, self.settings.backoff_s * 2**attempt)  # full jitter
-
     async def post_embeddings(self, body: dict, deadline: float) -> dict:
-        name = self.settings.name
-        for attempt in range(self.settings.max_retries + 1):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            response: httpx.Response | None = None
-            try:
-                self.calls += 1
-                response = await self.client.post(
-                    "embeddings", json=body, timeout=min(self.settings.timeout_s, remaining)
-                )
-            except httpx.TimeoutException:
-                failure = f"upstream '{name}' timed out"
-            except httpx.TransportError as exc:
-                failure = f"upstream '{name}' could not be reached: {exc.__class__.__name__}"
-            else:
-                if response.status_code < 400:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise UpstreamError(f"upstream '{name}' answered with invalid JSON", 502) from None
-                message = _upstream_message(response)
-                if response.status_code not in RETRYABLE:
-                    raise UpstreamError(
-                        f"upstream '{name}' answered {response.status_code}: {message}", response.status_code
-                    )
-                failure = f"upstream '{name}' answered {response.status_code}: {message}"
-            if attempt == self.settings.max_retries:
-                break
-            delay = self._retry_delay(attempt, response)
-            if time.monotonic() + delay >= deadline:
-                break
-            log.warning("%s; retrying in %.2f s", failure, delay)
-            await asyncio.sleep(delay)
-        status = 504 if "timed out" in failure else 429 if "answered 429" in failure else 502
-        raise UpstreamError(f"{failure} (gave up after {attempt + 1} attempts)", status)
+        name = f"upstream '{self.config.name}'"
 
+        async def send(remaining: float | None) -> httpx.Response:
+            self.calls += 1
+            timeout = self.config.timeout_s if remaining is None else min(self.config.timeout_s, remaining)
+            return await self.client.post("embeddings", json=body, timeout=timeout)
 
-def _upstream_message(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-    except (ValueError, AttributeError):
-        pass
-    return response.text[:500] or response.reason_phrase
+        try:
+            response = await send_with_retries(send, self.retries, RETRYABLE.__contains__, deadline, name)
+        except RetriesExhausted as exc:
+            if exc.timed_out:
+                raise UpstreamTimeout(str(exc)) from None
+            raise (UpstreamRateLimited if exc.status == 429 else UpstreamFailed)(str(exc)) from None
+        if response.status_code >= 400:
+            message = f"{name} answered {response.status_code}: {error_message(response)}"
+            raise UpstreamRejected(message, response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamFailed(f"{name} answered with invalid JSON") from None
 
 
 class RemoteEmbedder:
     special_tokens = 0
 
-    def __init__(self, provider: RemoteProvider, model: RemoteModel) -> None:
+    base_model = None
+
+    def __init__(self, provider: RemoteProvider, model: RemoteModelConfig) -> None:
         self.provider = provider
         self.model = model
         self.model_id = model.id
-        self.owned_by = provider.settings.name
+        self.owned_by = provider.config.name
         self.created = int(time.time())
         self.max_input_tokens = model.max_input_tokens
         self.supports_dimensions = model.supports_dimensions
@@ -160,14 +114,14 @@ class RemoteEmbedder:
     @property
     def dimensions(self) -> int:
         if self._dimensions is None:
-            raise UpstreamError(
+            raise Unavailable(
                 f"The width of {self.model_id}'s vectors is not known yet: its upstream has not answered. "
                 "Set 'dimensions' for the model in the config, or retry once the upstream is up.",
-                503,
+                code="upstream_error",
             )
         return self._dimensions
 
-    async def probe(self) -> None:
+    async def start(self) -> None:
         """Learn the native width with one tiny request (when the config does not give it)."""
         if self._dimensions is None:
             self._dimensions = int((await self.embed(["dimension probe"])).vectors.shape[1])
@@ -181,8 +135,7 @@ class RemoteEmbedder:
         for i, item in enumerate(inputs):
             cost = len(item.encode()) if isinstance(item, str) else 6 * len(item)
             if i > start and (
-                i - start >= self.provider.settings.max_batch_inputs
-                or size + cost > self.provider.settings.max_batch_bytes
+                i - start >= self.provider.config.max_batch_inputs or size + cost > self.provider.config.max_batch_bytes
             ):
                 batches.append(range(start, i))
                 start, size = i, 0
@@ -202,12 +155,12 @@ class RemoteEmbedder:
         if not inputs:
             return EmbeddingResult(np.empty((0, self._dimensions or 0), np.float32), 0)
         items = [self._truncate(item) for item in inputs] if truncate else list(inputs)
-        deadline = time.monotonic() + self.provider.settings.deadline_s
-        limit = asyncio.Semaphore(max(1, self.provider.settings.max_concurrency))
+        deadline = time.monotonic() + self.provider.config.deadline_s
+        limit = asyncio.Semaphore(self.provider.config.max_concurrency)
 
         async def send(part: range) -> tuple[np.ndarray, int]:
             body: dict = {
-                "model": self.model.upstream_id,
+                "model": self.model.upstream_id or self.model.id,
                 "input": [items[i] for i in part],
                 "encoding_format": "base64",
             }
@@ -222,16 +175,16 @@ class RemoteEmbedder:
         return EmbeddingResult(vectors, sum(tokens for _, tokens in parts))
 
     def _decode(self, answer: dict, expected: int, dimensions: int | None) -> tuple[np.ndarray, int]:
-        name = self.provider.settings.name
+        name = self.provider.config.name
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list) or len(data) != expected:
             got = len(data) if isinstance(data, list) else "no"
-            raise UpstreamError(f"upstream '{name}' returned {got} embeddings for {expected} inputs", 502)
+            raise UpstreamFailed(f"upstream '{name}' returned {got} embeddings for {expected} inputs")
         rows: list[np.ndarray | None] = [None] * expected
         for item in data:
             index = item.get("index") if isinstance(item, dict) else None
             if not isinstance(index, int) or not 0 <= index < expected or rows[index] is not None:
-                raise UpstreamError(f"upstream '{name}' returned embeddings with missing or repeated indexes", 502)
+                raise UpstreamFailed(f"upstream '{name}' returned embeddings with missing or repeated indexes")
             raw = item.get("embedding")
             if isinstance(raw, str):
                 vector = np.frombuffer(base64.b64decode(raw), dtype="<f4")
@@ -241,12 +194,11 @@ class RemoteEmbedder:
         widths = {len(v) for v in rows if v is not None}
         wanted = dimensions or self._dimensions
         if len(widths) != 1 or (wanted is not None and widths != {wanted}):
-            raise UpstreamError(
-                f"upstream '{name}' returned vectors of {sorted(widths)} dimensions; expected {wanted}", 502
+            raise UpstreamFailed(
+                f"upstream '{name}' returned vectors of {sorted(widths)} dimensions; expected {wanted}"
             )
-        vectors = np.stack(rows).astype(np.float32)  # type: ignore[arg-type]
         # Some upstreams do not normalise: indexes and cosine scores expect unit vectors.
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = normalize(np.stack(rows))  # type: ignore[arg-type]
         usage = answer.get("usage") or {}
         return vectors, int(usage.get("prompt_tokens") or 0)
 

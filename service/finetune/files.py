@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import msgspec
 import sqlite_utils
 
-from service.errors import InvalidRequest, NotFound
+from indexes.sqlite import Database
+from service.errors import InvalidRequest, NotFound, TooLarge
 
 UPLOAD_PURPOSES = {"assistants", "batch", "fine-tune", "vision", "user_data", "evals"}
 RESULT_PURPOSE = "fine-tune-results"  # written by fine-tuning jobs, never uploaded
 
 
-@dataclass
-class FileRecord:
+class FileRecord(msgspec.Struct, frozen=True):
     id: str
     filename: str
     purpose: str
@@ -29,8 +26,7 @@ class FileRecord:
     created_at: int
 
 
-class FileTooLarge(InvalidRequest):
-    status_code = 413
+class FileTooLarge(TooLarge):
     code = "file_too_large"
 
 
@@ -39,24 +35,10 @@ class FileStore:
         self.root = root
         self.max_bytes = max_bytes
         root.mkdir(parents=True, exist_ok=True)
-        self._db_path = root / "files.sqlite"
-        self._lock = threading.Lock()
-        with self._connect() as db:
-            sqlite_utils.Database(db)["files"].create(
-                {"id": str, "filename": str, "purpose": str, "bytes": int, "created_at": int},
-                pk="id",
-                if_not_exists=True,
-            )
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self._db_path, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:  # commits, or rolls back on error
-                yield db
-        finally:
-            db.close()
+        self._db = Database(root / "files.sqlite")
+        sqlite_utils.Database(self._db.conn)["files"].create(
+            {"id": str, "filename": str, "purpose": str, "bytes": int, "created_at": int}, pk="id", if_not_exists=True
+        )
 
     def path(self, file_id: str) -> Path:
         if not file_id.startswith("file-") or not file_id[5:].isalnum():
@@ -79,9 +61,7 @@ class FileStore:
         partial = self.path(file_id).with_suffix(".partial")
         partial.replace(self.path(file_id))
         record = FileRecord(file_id, filename, purpose, self.path(file_id).stat().st_size, int(time.time()))
-        with self._lock, self._connect() as db:
-            db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (record.id, record.filename, record.purpose,
-                                                                    record.bytes, record.created_at))  # fmt: skip
+        self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", msgspec.structs.astuple(record))
         return record
 
     def discard(self, file_id: str) -> None:
@@ -95,8 +75,7 @@ class FileStore:
 
     def get(self, file_id: str) -> FileRecord:
         self.path(file_id)
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        row = self._db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
         if row is None:
             raise NotFound(f"No such File object: {file_id}", param="file_id", code="file_not_found")
         return FileRecord(*row)
@@ -113,8 +92,7 @@ class FileStore:
             params.append(after)
         sql = "SELECT id, filename, purpose, bytes, created_at FROM files"
         sql += (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY rowid {order.upper()} LIMIT ?"
-        with self._connect() as db:
-            rows = db.execute(sql, [*params, limit + 1]).fetchall()
+        rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
         return [FileRecord(*row) for row in rows[:limit]], len(rows) > limit
 
     def chunks(self, file_id: str, size: int = 1 << 16) -> Iterator[bytes]:
@@ -130,6 +108,8 @@ class FileStore:
 
     def delete(self, file_id: str) -> None:
         self.get(file_id)
-        with self._lock, self._connect() as db:
-            db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
         self.path(file_id).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._db.close()

@@ -18,8 +18,15 @@ class Example:
 
 
 class TrainingFileError(Exception):
-    def __init__(self, message: str, line: int | None = None) -> None:
+    """A training or validation file the job cannot use; `param` says which file."""
+
+    def __init__(self, message: str, line: int | None = None, param: str = "training_file") -> None:
         super().__init__(f"line {line}: {message}" if line else message)
+        self.param = param
+
+    @property
+    def code(self) -> str:
+        return f"invalid_{self.param}"  # invalid_training_file, invalid_validation_file
 
 
 def _text(content: Any) -> str:

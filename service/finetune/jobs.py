@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 import sqlite_utils
 
+from indexes.sqlite import Database
 from service.errors import NotFound
-from service.schemas import CheckpointMetrics, FineTuningJob, JobCheckpoint, JobEvent
+from service.finetune.records import CheckpointMetrics, FineTuningJob, JobCheckpoint, JobEvent
 
 UNFINISHED = ("validating_files", "queued", "running")
 T = TypeVar("T")
@@ -23,52 +20,38 @@ T = TypeVar("T")
 
 class JobStore:
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            database = sqlite_utils.Database(db)
-            database["jobs"].create({"id": str, "created_at": int, "body": str}, pk="id", if_not_exists=True)
-            database["events"].create({"seq": int, "id": str, "job_id": str, "body": str}, pk="seq", if_not_exists=True)
-            database["checkpoints"].create(
-                {"seq": int, "id": str, "job_id": str, "body": str}, pk="seq", if_not_exists=True
-            )
-            database["events"].create_index(["job_id"], if_not_exists=True)
-            database["checkpoints"].create_index(["job_id"], if_not_exists=True)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self._path, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:
-                yield db
-        finally:
-            db.close()
+        self._db = Database(path)
+        database = sqlite_utils.Database(self._db.conn)
+        database["jobs"].create({"id": str, "created_at": int, "body": str}, pk="id", if_not_exists=True)
+        database["events"].create({"seq": int, "id": str, "job_id": str, "body": str}, pk="seq", if_not_exists=True)
+        database["checkpoints"].create({"seq": int, "id": str, "job_id": str, "body": str}, pk="seq",
+                                       if_not_exists=True)  # fmt: skip
+        database["events"].create_index(["job_id"], if_not_exists=True)
+        database["checkpoints"].create_index(["job_id"], if_not_exists=True)
 
     @staticmethod
     def new_id() -> str:
         return f"ftjob-{secrets.token_hex(12)}"
 
     def save(self, job: FineTuningJob) -> None:
-        with self._lock, self._connect() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO jobs VALUES (?, ?, ?)",
                 (job.id, job.created_at, msgspec.json.encode(job).decode()),
             )
 
     def get(self, job_id: str) -> FineTuningJob:
-        with self._connect() as db:
-            row = db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"Could not find fine-tune job: {job_id}", param="fine_tuning_job_id", code="job_not_found")
         return msgspec.json.decode(row[0], type=FineTuningJob)
 
     def update(self, job_id: str, **changes: Any) -> FineTuningJob:
-        with self._lock:
+        """Read, change and write the job in one transaction (no change between can be lost)."""
+        with self._db.transaction() as db:
             job = msgspec.structs.replace(self.get(job_id), **changes)
-            with self._connect() as db:
-                db.execute("UPDATE jobs SET body = ? WHERE id = ?", (msgspec.json.encode(job).decode(), job_id))
+            db.execute("UPDATE jobs SET body = ? WHERE id = ?", (msgspec.json.encode(job).decode(), job_id))
         return job
 
     def list(self, limit: int, after: str | None) -> tuple[list[FineTuningJob], bool]:
@@ -78,21 +61,19 @@ class JobStore:
             self.get(after)
             sql += " WHERE rowid < (SELECT rowid FROM jobs WHERE id = ?)"
             params = [after]
-        with self._connect() as db:
-            rows = db.execute(sql + " ORDER BY rowid DESC LIMIT ?", [*params, limit + 1]).fetchall()
+        rows = self._db.execute(sql + " ORDER BY rowid DESC LIMIT ?", [*params, limit + 1]).fetchall()
         jobs = [msgspec.json.decode(row[0], type=FineTuningJob) for row in rows]
         return jobs[:limit], len(jobs) > limit
 
     def count_by_status(self) -> dict[str, int]:
-        with self._connect() as db:
-            rows = db.execute("SELECT json_extract(body, '$.status'), count(*) FROM jobs GROUP BY 1").fetchall()
-        return dict(rows)
+        return dict(self._db.execute("SELECT json_extract(body, '$.status'), count(*) FROM jobs GROUP BY 1"))
 
     def unfinished(self) -> list[FineTuningJob]:
-        with self._connect() as db:
-            rows = db.execute("SELECT body FROM jobs ORDER BY rowid").fetchall()
-        jobs = [msgspec.json.decode(row[0], type=FineTuningJob) for row in rows]
-        return [job for job in jobs if job.status in UNFINISHED]
+        marks = ",".join("?" * len(UNFINISHED))
+        rows = self._db.execute(
+            f"SELECT body FROM jobs WHERE json_extract(body, '$.status') IN ({marks}) ORDER BY rowid", UNFINISHED
+        )
+        return [msgspec.json.decode(row[0], type=FineTuningJob) for row in rows]
 
     def add_event(
         self, job_id: str, message: str, level: str = "info", data: dict | None = None, type_: str = "message"
@@ -105,7 +86,7 @@ class JobStore:
             data=data,
             type=type_,  # type: ignore[arg-type]
         )
-        with self._lock, self._connect() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO events (id, job_id, body) VALUES (?, ?, ?)",
                 (event.id, job_id, msgspec.json.encode(event).decode()),
@@ -118,8 +99,7 @@ class JobStore:
         if after:
             sql += f" AND seq < (SELECT seq FROM {table} WHERE id = ?)"
             params.append(after)
-        with self._connect() as db:
-            rows = db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1]).fetchall()
+        rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1]).fetchall()
         items = [msgspec.json.decode(row[0], type=kind) for row in rows]
         return items[:limit], len(items) > limit
 
@@ -135,7 +115,7 @@ class JobStore:
             metrics=metrics,
             step_number=step,
         )
-        with self._lock, self._connect() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO checkpoints (id, job_id, body) VALUES (?, ?, ?)",
                 (checkpoint.id, job_id, msgspec.json.encode(checkpoint).decode()),
@@ -146,5 +126,7 @@ class JobStore:
 
     def clear_progress(self, job_id: str) -> None:
         """Forget checkpoints of an interrupted run before it starts again."""
-        with self._lock, self._connect() as db:
-            db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
+        self._db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,4 +1,5 @@
-"""FineTuningService: creates jobs, runs them one at a time on a background worker, publishes the models."""
+"""FineTuningService: the door to fine-tuning jobs. Creates and cancels them, runs them one at a time on a
+background worker (validate files, embed, train, publish the model), and answers for their records."""
 
 from __future__ import annotations
 
@@ -9,41 +10,89 @@ import io
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
-from indexes.catalog import IndexCatalog
 from service.embeddings.adapter import AdapterEmbedder
 from service.embeddings.registry import EmbedderRegistry
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, NotFound
 from service.finetune.files import FileStore
 from service.finetune.formats import Example, TrainingFileError, parse_examples
 from service.finetune.jobs import UNFINISHED, JobStore
+from service.finetune.records import (
+    CheckpointMetrics,
+    FineTuningJob,
+    Hyperparameters,
+    JobCheckpoint,
+    JobError,
+    JobEvent,
+    JobSpec,
+    Method,
+    SupervisedMethod,
+)
 from service.finetune.trainer import StepMetrics, TrainingConfig, TrainingSet, evaluate, train_adapter
-from service.schemas import CheckpointMetrics, CreateJobRequest, FineTuningJob, Hyperparameters, JobError, Method
+from service.search.service import SearchService
 
 log = logging.getLogger("vsearch")
 
 ORGANIZATION = "vsearch"
-DEFAULTS = {"n_epochs": 30, "batch_size": 64, "learning_rate": 1e-3}
+AUTO_EPOCHS = 30
+AUTO_BATCH_SIZE = 64
+BASE_LEARNING_RATE = 1e-3  # times learning_rate_multiplier
+MIN_TRAINING_EXAMPLES = 10
+MIN_VALIDATION_EXAMPLES = 2
 
 
-@dataclass
-class _Metrics:
-    rows: list[dict] = field(default_factory=list)
+def resolved(hyperparameters: Hyperparameters) -> Hyperparameters:
+    """ "auto" replaced by the values the trainer uses, as OpenAI reports them once a job runs."""
+    h = hyperparameters
+    return msgspec.structs.replace(
+        h,
+        n_epochs=AUTO_EPOCHS if h.n_epochs == "auto" else h.n_epochs,
+        batch_size=AUTO_BATCH_SIZE if h.batch_size == "auto" else h.batch_size,
+        learning_rate_multiplier=1.0 if h.learning_rate_multiplier == "auto" else h.learning_rate_multiplier,
+    )
+
+
+def training_config(job: FineTuningJob) -> TrainingConfig:
+    h = resolved(job.hyperparameters)
+    return TrainingConfig(
+        epochs=int(h.n_epochs),
+        batch_size=int(h.batch_size),
+        learning_rate=BASE_LEARNING_RATE * float(h.learning_rate_multiplier),
+        # Mined hard negatives give a sharper gradient: pull harder toward the identity (measured on SciFact).
+        regularisation=0.01 if job.hard_negatives else 0.001,
+        seed=job.seed,
+    )
+
+
+def model_id(job: FineTuningJob) -> str:
+    return f"ft:{job.model}:{ORGANIZATION}:{job.suffix or ''}:{job.id}"
+
+
+def metrics_csv(rows: list[dict]) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ["step", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy"],
+                            extrasaction="ignore")  # fmt: skip
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+class JobCancelled(Exception):
+    """Raised inside a run when the user cancelled it: the run stops where it is."""
 
 
 class FineTuningService:
     def __init__(
-        self, jobs: JobStore, files: FileStore, registry: EmbedderRegistry, catalog: IndexCatalog, adapters: Path
+        self, jobs: JobStore, files: FileStore, registry: EmbedderRegistry, search: SearchService, adapters: Path
     ) -> None:
         self.jobs = jobs
         self.files = files
         self.registry = registry
-        self.catalog = catalog
+        self.search = search
         self.adapters = adapters
         adapters.mkdir(parents=True, exist_ok=True)
         self._cancel: dict[str, threading.Event] = {}
@@ -61,7 +110,7 @@ class FineTuningService:
             if job.status == "succeeded" and job.fine_tuned_model and weights.exists():
                 try:
                     base = self.registry.get(job.model)
-                except Exception:
+                except NotFound:
                     log.warning("fine-tuned model %s: base %s is not served; skipped", job.fine_tuned_model, job.model)
                     continue
                 self.registry.add(AdapterEmbedder(job.fine_tuned_model, base, np.load(weights), job.finished_at or 0))
@@ -83,77 +132,100 @@ class FineTuningService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    # --- API operations -------------------------------------------------------------------------------------------
+    # --- the door -------------------------------------------------------------------------------------------------
 
-    def create(self, request: CreateJobRequest) -> FineTuningJob:
-        base = self.registry.get(request.model)
-        if hasattr(base, "base_model"):
+    async def create(self, spec: JobSpec) -> FineTuningJob:
+        base = self.registry.get(spec.model)
+        if base.base_model is not None:
             raise InvalidRequest(
-                f"Model {request.model} is itself fine-tuned; fine-tune its base model {base.base_model} instead.",
+                f"Model {spec.model} is itself fine-tuned; fine-tune its base model {base.base_model} instead.",
                 param="model",
             )
-        for param, file_id in (("training_file", request.training_file), ("validation_file", request.validation_file)):
-            if file_id is None:
-                continue
-            try:
-                record = self.files.get(file_id)
-            except Exception:
-                raise InvalidRequest(f"Invalid file ID: {file_id}", param=param, code="invalid_file_id") from None
-            if record.purpose != "fine-tune":
+        for param, file_id in (("training_file", spec.training_file), ("validation_file", spec.validation_file)):
+            if file_id is not None:
+                await asyncio.to_thread(self._check_file, param, file_id)
+        if spec.hard_negatives is not None:
+            index = (await self.search.describe_index(spec.hard_negatives.index)).config
+            if index.model != spec.model or index.dimensions != base.dimensions:
                 raise InvalidRequest(
-                    f"File {file_id} has purpose '{record.purpose}'; fine-tuning needs purpose 'fine-tune'.",
-                    param=param,
-                )
-        if request.hard_negatives is not None:
-            index = self.catalog.get(request.hard_negatives.index)
-            if index.config.model != request.model or index.config.dimensions != base.dimensions:
-                raise InvalidRequest(
-                    f"Index '{index.config.name}' must hold full-width vectors of {request.model} to give hard "
-                    "negatives.",
+                    f"Index '{index.name}' must hold full-width vectors of {spec.model} to give hard negatives.",
                     param="hard_negatives.index",
                 )
-        method = request.method or Method(type="supervised")
-        settings = method.dpo if method.type == "dpo" else method.supervised
-        hyperparameters = (
-            (settings.hyperparameters if settings else None) or request.hyperparameters or Hyperparameters()
-        )
+        method = spec.method or Method(type="supervised")
+        section = method.dpo if method.type == "dpo" else method.supervised
+        hyperparameters = (section.hyperparameters if section else None) or spec.hyperparameters or Hyperparameters()
         if method.type == "supervised" and hyperparameters.beta is not None:
-            raise InvalidRequest(
-                "'beta' applies to the dpo method only.", param="method.supervised.hyperparameters.beta"
-            )
-        section = {"type": method.type, method.type: {"hyperparameters": msgspec.to_builtins(hyperparameters)}}
+            raise InvalidRequest("'beta' applies to the dpo method only.",
+                                 param="method.supervised.hyperparameters.beta")  # fmt: skip
         job = FineTuningJob(
             id=self.jobs.new_id(),
             created_at=int(time.time()),
             hyperparameters=hyperparameters,
-            model=request.model,
+            model=spec.model,
             organization_id=f"org-{ORGANIZATION}",
             status="validating_files",
-            training_file=request.training_file,
-            validation_file=request.validation_file,
-            integrations=request.integrations,
-            seed=request.seed if request.seed is not None else int(np.random.default_rng().integers(0, 2**31 - 1)),
-            method=msgspec.convert(section, Method),
-            metadata=request.metadata,
-            suffix=request.suffix,
-            hard_negatives=request.hard_negatives,
+            training_file=spec.training_file,
+            validation_file=spec.validation_file,
+            integrations=spec.integrations,
+            seed=spec.seed if spec.seed is not None else int(np.random.default_rng().integers(0, 2**31 - 1)),
+            method=self._method(method.type, hyperparameters),
+            metadata=spec.metadata,
+            suffix=spec.suffix,
+            hard_negatives=spec.hard_negatives,
         )
-        self.jobs.save(job)
-        self.jobs.add_event(job.id, f"Validating training file: {job.training_file}")
-        if self._queue is None:
-            raise RuntimeError("the fine-tuning worker is not running")
-        self._queue.put_nowait(job.id)
+        await asyncio.to_thread(self._enqueue, job)
         return job
 
-    def cancel(self, job_id: str) -> FineTuningJob:
-        with self._status_lock:
-            job = self.jobs.get(job_id)
-            if job.status not in UNFINISHED:
-                raise InvalidRequest(f"Job {job_id} has already {job.status}; it cannot be cancelled.", param="job_id")
-            self._cancel.setdefault(job_id, threading.Event()).set()
-            job = self.jobs.update(job_id, status="cancelled", finished_at=int(time.time()), estimated_finish=None)
-        self.jobs.add_event(job_id, "Job cancelled at the user's request.")
-        return job
+    def _check_file(self, param: str, file_id: str) -> None:
+        try:
+            record = self.files.get(file_id)
+        except NotFound:
+            raise InvalidRequest(f"Invalid file ID: {file_id}", param=param, code="invalid_file_id") from None
+        if record.purpose != "fine-tune":
+            raise InvalidRequest(
+                f"File {file_id} has purpose '{record.purpose}'; fine-tuning needs purpose 'fine-tune'.", param=param
+            )
+
+    @staticmethod
+    def _method(kind: str, hyperparameters: Hyperparameters) -> Method:
+        section = SupervisedMethod(hyperparameters=hyperparameters)
+        return Method(type="dpo", dpo=section) if kind == "dpo" else Method(type="supervised", supervised=section)
+
+    def _enqueue(self, job: FineTuningJob) -> None:
+        if self._queue is None:
+            raise RuntimeError("the fine-tuning worker is not running")
+        self.jobs.save(job)
+        self.jobs.add_event(job.id, f"Validating training file: {job.training_file}")
+        if job.integrations:
+            self.jobs.add_event(job.id, "Integrations are recorded but not used: vsearch sends nothing to wandb.",
+                                level="warn")  # fmt: skip
+        self._queue.put_nowait(job.id)
+
+    async def cancel(self, job_id: str) -> FineTuningJob:
+        def cancel() -> FineTuningJob:
+            with self._status_lock:
+                job = self.jobs.get(job_id)
+                if job.status not in UNFINISHED:
+                    raise InvalidRequest(f"Job {job_id} has already {job.status}; it cannot be cancelled.",
+                                         param="job_id")  # fmt: skip
+                self._cancel.setdefault(job_id, threading.Event()).set()
+                job = self.jobs.update(job_id, status="cancelled", finished_at=int(time.time()), estimated_finish=None)
+            self.jobs.add_event(job_id, "Job cancelled at the user's request.")
+            return job
+
+        return await asyncio.to_thread(cancel)
+
+    async def get(self, job_id: str) -> FineTuningJob:
+        return await asyncio.to_thread(self.jobs.get, job_id)
+
+    async def list(self, limit: int, after: str | None) -> tuple[list[FineTuningJob], bool]:
+        return await asyncio.to_thread(self.jobs.list, limit, after)
+
+    async def events(self, job_id: str, limit: int, after: str | None) -> tuple[list[JobEvent], bool]:
+        return await asyncio.to_thread(self.jobs.events, job_id, limit, after)
+
+    async def checkpoints(self, job_id: str, limit: int, after: str | None) -> tuple[list[JobCheckpoint], bool]:
+        return await asyncio.to_thread(self.jobs.checkpoints, job_id, limit, after)
 
     # --- the worker -----------------------------------------------------------------------------------------------
 
@@ -165,135 +237,76 @@ class FineTuningService:
                 await self._run(self.jobs.get(job_id))
             except asyncio.CancelledError:
                 raise
+            except JobCancelled:
+                pass
             except TrainingFileError as exc:
-                self._finish(
-                    job_id,
-                    "failed",
-                    error=JobError(code="invalid_training_file", message=str(exc), param="training_file"),
-                )
+                self._fail(job_id, JobError(code=exc.code, message=str(exc), param=exc.param))
             except Exception as exc:  # a bug, or a base model that failed: the job fails, the worker goes on
                 log.exception("fine-tuning job %s failed", job_id)
-                self._finish(job_id, "failed", error=JobError(code="server_error", message=str(exc), param=None))
+                self._fail(job_id, JobError(code="server_error", message=str(exc), param=None))
             finally:
                 self._cancel.pop(job_id, None)
 
-    def _cancelled(self, job_id: str) -> bool:
-        return self._cancel.setdefault(job_id, threading.Event()).is_set()
+    def _check_cancelled(self, job_id: str) -> None:
+        if self._cancel.setdefault(job_id, threading.Event()).is_set():
+            raise JobCancelled
 
-    def _finish(self, job_id: str, status: str, **changes: object) -> None:
-        """Move to a final status unless the user cancelled first."""
+    def _move(self, job_id: str, message: str, level: str = "info", **changes: object) -> FineTuningJob:
+        """Change the job unless the user cancelled it first (then stop the run)."""
         with self._status_lock:
             if self.jobs.get(job_id).status == "cancelled":
-                return
-            self.jobs.update(job_id, status=status, finished_at=int(time.time()), estimated_finish=None, **changes)
-        if status == "failed":
-            error = changes.get("error")
-            self.jobs.add_event(job_id, f"Job failed: {getattr(error, 'message', '')}", level="error")
+                raise JobCancelled
+            job = self.jobs.update(job_id, **changes)
+        self.jobs.add_event(job_id, message, level=level)
+        return job
 
-    def _read_examples(self, file_id: str, minimum: int) -> list[Example]:
+    def _fail(self, job_id: str, error: JobError) -> None:
+        with contextlib.suppress(JobCancelled):
+            self._move(job_id, f"Job failed: {error.message}", level="error", status="failed", error=error,
+                       finished_at=int(time.time()), estimated_finish=None)  # fmt: skip
+
+    async def _run(self, job: FineTuningJob) -> None:
+        self._check_cancelled(job.id)
+        examples, validation = await asyncio.to_thread(self._read_files, job)
+        job = self._move(job.id, f"Files validated ({len(examples)} training examples), moving job to queued state",
+                         status="queued")  # fmt: skip
+        self._check_cancelled(job.id)
+        hyperparameters = resolved(job.hyperparameters)
+        job = self._move(job.id, "Fine-tuning job started", status="running", hyperparameters=hyperparameters,
+                         method=self._method(job.method.type, hyperparameters))  # fmt: skip
+        data, tokens = await self._embed(job, examples, with_mined_negatives=True)
+        valid_data = (await self._embed(job, validation, with_mined_negatives=False))[0] if validation else None
+        self._check_cancelled(job.id)
+        progress = _Progress(self, job, len(examples), valid_data)
+        weights = await asyncio.to_thread(
+            train_adapter, data, progress.config, progress.on_step, progress.on_epoch,
+            lambda: self._cancel[job.id].is_set(),
+        )  # fmt: skip
+        self._check_cancelled(job.id)
+        await asyncio.to_thread(self._publish, job, weights, progress.rows, tokens * progress.config.epochs)
+
+    def _read_files(self, job: FineTuningJob) -> tuple[list[Example], list[Example]]:
+        examples = self._read_examples(job.training_file, MIN_TRAINING_EXAMPLES, "training_file")
+        validation = []
+        if job.validation_file:
+            validation = self._read_examples(job.validation_file, MIN_VALIDATION_EXAMPLES, "validation_file")
+        return examples, validation
+
+    def _read_examples(self, file_id: str, minimum: int, param: str) -> list[Example]:
         try:
             return parse_examples(self.files.lines(file_id), minimum)
         except TrainingFileError as exc:
-            raise TrainingFileError(f"{file_id}: {exc}") from None
+            raise TrainingFileError(f"{file_id}: {exc}", param=param) from None
 
-    async def _run(self, job: FineTuningJob) -> None:
-        if self._cancelled(job.id) or job.status == "cancelled":
-            return
-        examples = await asyncio.to_thread(self._read_examples, job.training_file, 10)
-        validation: list[Example] = []
-        if job.validation_file:
-            try:
-                validation = await asyncio.to_thread(self._read_examples, job.validation_file, 2)
-            except TrainingFileError as exc:
-                self._finish(
-                    job.id,
-                    "failed",
-                    error=JobError(code="invalid_validation_file", message=str(exc), param="validation_file"),
-                )
-                return
-        self.jobs.update(job.id, status="queued")
-        self.jobs.add_event(job.id, f"Files validated ({len(examples)} training examples), moving job to queued state")
-        if self._cancelled(job.id):
-            return
-        self.jobs.update(job.id, status="running")
-        self.jobs.add_event(job.id, "Fine-tuning job started")
-        config = self._config(job)
-        data, tokens = await self._embed(job, examples, with_mined_negatives=True)
-        valid_data = (await self._embed(job, validation, with_mined_negatives=False))[0] if validation else None
-        if self._cancelled(job.id):
-            return
-        steps_per_epoch = -(-len(examples) // config.batch_size)
-        total = steps_per_epoch * config.epochs
-        started = time.time()
-        metrics = _Metrics()
-
-        def on_step(step: StepMetrics, weights: np.ndarray) -> None:
-            metrics.rows.append({"step": step.step, "train_loss": step.loss, "train_accuracy": step.accuracy})
-            if step.step % 10 == 0 or step.step == total:
-                self.jobs.add_event(
-                    job.id,
-                    f"Step {step.step}/{total}: training loss={step.loss:.4f}",
-                    data={"step": step.step, "train_loss": step.loss, "train_mean_token_accuracy": step.accuracy,
-                          "total_steps": total},
-                    type_="metrics",
-                )  # fmt: skip
-                remaining = (time.time() - started) / step.step * (total - step.step)
-                self.jobs.update(job.id, estimated_finish=int(time.time() + remaining))
-
-        def on_epoch(epoch: int, weights: np.ndarray) -> None:
-            last = metrics.rows[-1]
-            valid_loss = valid_accuracy = None
-            if valid_data is not None:
-                valid_loss, valid_accuracy = evaluate(weights, valid_data, config.batch_size, config.temperature)
-                last.update(valid_loss=valid_loss, valid_accuracy=valid_accuracy)
-            step = last["step"]
-            np.save(self.adapters / f"{job.id}-step-{step}.npy", weights)
-            self.jobs.add_checkpoint(
-                job.id,
-                f"{self._model_id(job)}:ckpt-step-{step}",
-                step,
-                CheckpointMetrics(
-                    step=step, train_loss=last["train_loss"], train_mean_token_accuracy=last["train_accuracy"],
-                    valid_loss=valid_loss, valid_mean_token_accuracy=valid_accuracy,
-                    full_valid_loss=valid_loss, full_valid_mean_token_accuracy=valid_accuracy,
-                ),
-            )  # fmt: skip
-            self.jobs.add_event(job.id, f"Checkpoint created at step {step} (epoch {epoch}/{config.epochs})")
-
-        weights = await asyncio.to_thread(
-            train_adapter, data, config, on_step, on_epoch, lambda: self._cancelled(job.id)
-        )
-        if self._cancelled(job.id):
-            return
+    def _publish(self, job: FineTuningJob, weights: np.ndarray, rows: list[dict], trained_tokens: int) -> None:
         np.save(self.adapters / f"{job.id}.npy", weights)
-        result = self.files.save_bytes("step_metrics.csv", "fine-tune-results", self._metrics_csv(metrics.rows))
-        model_id = self._model_id(job)
-        self.registry.add(AdapterEmbedder(model_id, self.registry.get(job.model), weights, int(time.time())))
-        self._finish(
-            job.id,
-            "succeeded",
-            fine_tuned_model=model_id,
-            result_files=[result.id],
-            trained_tokens=tokens * config.epochs,
-        )
-        self.jobs.add_event(job.id, f"New fine-tuned model created: {model_id}")
+        result = self.files.save_bytes("step_metrics.csv", "fine-tune-results", metrics_csv(rows))
+        name = model_id(job)
+        self.registry.add(AdapterEmbedder(name, self.registry.get(job.model), weights, int(time.time())))
+        self._move(job.id, f"New fine-tuned model created: {name}", status="succeeded", fine_tuned_model=name,
+                   result_files=[result.id], trained_tokens=trained_tokens, finished_at=int(time.time()),
+                   estimated_finish=None)  # fmt: skip
         self.jobs.add_event(job.id, "The job has successfully completed")
-
-    def _model_id(self, job: FineTuningJob) -> str:
-        return f"ft:{job.model}:{ORGANIZATION}:{job.suffix or ''}:{job.id}"
-
-    @staticmethod
-    def _config(job: FineTuningJob) -> TrainingConfig:
-        h = job.hyperparameters
-        multiplier = 1.0 if h.learning_rate_multiplier == "auto" else float(h.learning_rate_multiplier)
-        return TrainingConfig(
-            epochs=DEFAULTS["n_epochs"] if h.n_epochs == "auto" else int(h.n_epochs),
-            batch_size=DEFAULTS["batch_size"] if h.batch_size == "auto" else int(h.batch_size),
-            learning_rate=DEFAULTS["learning_rate"] * multiplier,
-            # Mined hard negatives give a sharper gradient: pull harder toward the identity (measured on SciFact).
-            regularisation=0.01 if job.hard_negatives else 0.001,
-            seed=job.seed,
-        )
 
     async def _embed(
         self, job: FineTuningJob, examples: list[Example], with_mined_negatives: bool
@@ -306,7 +319,7 @@ class FineTuningService:
         vectors = embedded.vectors
         negatives = [vectors[[row[n] for n in e.negatives]] if e.negatives else vectors[:0] for e in examples]
         if with_mined_negatives and job.hard_negatives is not None:
-            mined = await asyncio.to_thread(self._mine_negatives, job, queries.vectors, examples)
+            mined = await self._mine_negatives(job, queries.vectors, examples)
             negatives = [np.concatenate([own, extra]) for own, extra in zip(negatives, mined, strict=True)]
             self.jobs.add_event(
                 job.id, f"Mined {sum(len(m) for m in mined)} hard negatives from index '{job.hard_negatives.index}'"
@@ -316,26 +329,68 @@ class FineTuningService:
         )
         return data, queries.prompt_tokens + embedded.prompt_tokens
 
-    def _mine_negatives(self, job: FineTuningJob, queries: np.ndarray, examples: list[Example]) -> list[np.ndarray]:
+    async def _mine_negatives(
+        self, job: FineTuningJob, queries: np.ndarray, examples: list[Example]
+    ) -> list[np.ndarray]:
         """For each query, its nearest documents in the index that are not its own positive passage."""
         assert job.hard_negatives is not None
-        store = self.catalog.get(job.hard_negatives.index)
         count = job.hard_negatives.count
         positives_of: dict[str, set[str]] = {}
         for e in examples:  # a query may have several positives: none of them is a negative
             positives_of.setdefault(e.query, set()).add(e.positive.strip())
+        widest = max(len(p) for p in positives_of.values())
+        nearest = await self.search.nearest(job.hard_negatives.index, queries, count + widest + 2)
         mined = []
-        for vector, example in zip(queries, examples, strict=True):
-            hits = store.search(vector[None, :], count + len(positives_of[example.query]) + 2)
+        for hits, example in zip(nearest, examples, strict=True):
             chosen = [h.vector for h in hits if h.text.strip() not in positives_of[example.query]][:count]
             mined.append(np.stack(chosen) if chosen else np.zeros((0, queries.shape[1]), np.float32))
         return mined
 
-    @staticmethod
-    def _metrics_csv(rows: list[dict]) -> bytes:
-        out = io.StringIO()
-        columns = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy"]
-        writer = csv.DictWriter(out, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue().encode()
+
+class _Progress:
+    """A running job's step metrics, events, estimated finish and per-epoch checkpoints (called from the training
+    thread)."""
+
+    def __init__(self, service: FineTuningService, job: FineTuningJob, examples: int, valid: TrainingSet | None):
+        self.service = service
+        self.job = job
+        self.valid = valid
+        self.config = training_config(job)
+        self.total = -(-examples // self.config.batch_size) * self.config.epochs
+        self.started = time.time()
+        self.rows: list[dict] = []
+
+    def on_step(self, step: StepMetrics, weights: np.ndarray) -> None:
+        self.rows.append({"step": step.step, "train_loss": step.loss, "train_accuracy": step.accuracy})
+        if step.step % 10 == 0 or step.step == self.total:
+            jobs = self.service.jobs
+            jobs.add_event(
+                self.job.id,
+                f"Step {step.step}/{self.total}: training loss={step.loss:.4f}",
+                data={"step": step.step, "train_loss": step.loss, "train_mean_token_accuracy": step.accuracy,
+                      "total_steps": self.total},
+                type_="metrics",
+            )  # fmt: skip
+            remaining = (time.time() - self.started) / step.step * (self.total - step.step)
+            jobs.update(self.job.id, estimated_finish=int(time.time() + remaining))
+
+    def on_epoch(self, epoch: int, weights: np.ndarray) -> None:
+        last = self.rows[-1]
+        valid_loss = valid_accuracy = None
+        if self.valid is not None:
+            valid_loss, valid_accuracy = evaluate(weights, self.valid, self.config.batch_size, self.config.temperature)
+            last.update(valid_loss=valid_loss, valid_accuracy=valid_accuracy)
+        step = last["step"]
+        np.save(self.service.adapters / f"{self.job.id}-step-{step}.npy", weights)
+        self.service.jobs.add_checkpoint(
+            self.job.id,
+            f"{model_id(self.job)}:ckpt-step-{step}",
+            step,
+            CheckpointMetrics(
+                step=step, train_loss=last["train_loss"], train_mean_token_accuracy=last["train_accuracy"],
+                valid_loss=valid_loss, valid_mean_token_accuracy=valid_accuracy,
+                full_valid_loss=valid_loss, full_valid_mean_token_accuracy=valid_accuracy,
+            ),
+        )  # fmt: skip
+        message = f"Checkpoint created at step {step} (epoch {epoch}/{self.config.epochs})"
+        self.service.jobs.add_event(self.job.id, message)

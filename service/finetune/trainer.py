@@ -1,6 +1,6 @@
 """The query adapter: a linear map on query embeddings, trained with InfoNCE in numpy (analytic gradients).
 
-Documents keep their base vectors; a query becomes normalise(base(query) @ W). W starts at the identity and is
+Documents keep their base vectors; a query becomes normalize(base(query) @ W). W starts at the identity and is
 pulled back toward it (L2), so an adapter trained on little data cannot wander far from the base model.
 """
 
@@ -36,10 +36,6 @@ class StepMetrics:
     epoch: int
     loss: float
     accuracy: float
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def infonce(

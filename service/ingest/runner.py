@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import re
 import time
 from collections.abc import Iterator
@@ -19,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from service.ingest.sources import Record, Source, read_records
+from service.retries import RetriesExhausted, RetryPolicy, send_with_retries
+from service.search.values import IndexSpec
 
+INGEST_RETRIES = RetryPolicy(max_retries=8)
 DOCUMENT_PARAM = re.compile(r"^documents\[(\d+)\]")
 
 
@@ -58,15 +61,6 @@ class FieldMapping:
         if metadata:
             document["metadata"] = metadata
         return document, None
-
-
-@dataclass
-class IndexSpec:
-    name: str
-    model: str
-    dimensions: int | None = None
-    metric: str = "cosine"
-    kind: str = "flat"
 
 
 @dataclass
@@ -108,7 +102,7 @@ class Ingest:
         api_key: str | None = None,
         rejects: Path | None = None,
         checkpoint: Path | None = None,
-        max_retries: int = 8,
+        retries: RetryPolicy = INGEST_RETRIES,
         console: Console | None = None,
         chunking: str | None = None,
     ) -> None:
@@ -122,7 +116,7 @@ class Ingest:
         self.rejects_path = rejects or Path(f"{index.name}.rejects.jsonl")
         key = hashlib.sha256(f"{self.url}|{index.name}|{source.path.resolve()}".encode()).hexdigest()[:16]
         self.checkpoint_path = checkpoint or Path(".vsearch-ingest") / f"{index.name}-{key}.json"
-        self.max_retries = max_retries
+        self.retries = retries
         self.console = console or Console(stderr=True)
         self.summary = Summary()
         self.chunking = {"chunking": {"strategy": chunking}} if chunking else {}
@@ -145,20 +139,15 @@ class Ingest:
 
     async def _request(self, client: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Retries 429, 5xx and connection errors with backoff; other answers are returned."""
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = await client.request(method, path, **kwargs)
-                if response.status_code != 429 and response.status_code < 500:
-                    return response
-                failure = f"{response.status_code} {response.text[:200]}"
-                delay = float(response.headers.get("retry-after") or 0) or random.uniform(0, 0.5 * 2**attempt)
-            except httpx.TransportError as exc:
-                failure = f"{exc.__class__.__name__}: {exc}"
-                delay = random.uniform(0, 0.5 * 2**attempt)
-            if attempt == self.max_retries:
-                raise IngestError(f"{method} {path} failed after {attempt + 1} attempts: {failure}")
-            await asyncio.sleep(min(delay, 30))
-        raise AssertionError("unreachable")
+        try:
+            return await send_with_retries(
+                lambda _: client.request(method, path, **kwargs),
+                self.retries,
+                retryable=lambda status: status == 429 or status >= 500,
+                name=f"{method} {path}",
+            )
+        except RetriesExhausted as exc:
+            raise IngestError(str(exc)) from None
 
     async def _ensure_index(self, client: httpx.AsyncClient) -> None:
         response = await self._request(client, "GET", f"/v1/indexes/{self.index.name}")
@@ -166,15 +155,7 @@ class Ingest:
             return
         if response.status_code != 404:
             raise IngestError(f"index '{self.index.name}': {response.status_code} {response.text}")
-        body = {
-            "name": self.index.name,
-            "model": self.index.model,
-            "metric": self.index.metric,
-            "kind": self.index.kind,
-        }
-        if self.index.dimensions:
-            body["dimensions"] = self.index.dimensions
-        response = await self._request(client, "POST", "/v1/indexes", json=body)
+        response = await self._request(client, "POST", "/v1/indexes", json=msgspec.to_builtins(self.index))
         if response.status_code not in (200, 409):  # 409: another ingest created it meanwhile
             raise IngestError(f"could not create index '{self.index.name}': {response.text}")
 

@@ -1,0 +1,74 @@
+"""Database: the one way this project touches SQLite (indexes, jobs, files, the embedding cache).
+
+One connection per thread (WAL lets readers run beside the writer), explicit transactions, and `IN (...)` lists
+batched under SQLite's bound-parameter limit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+IN_BATCH = 500  # values per `IN (...)`, well under SQLite's bound-parameter limit
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+def batches(values: Sequence[Any], size: int = IN_BATCH) -> Iterator[list[Any]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
+
+
+class Database:
+    def __init__(self, path: Path, synchronous: Synchronous = "FULL") -> None:
+        """`synchronous`: FULL where an acknowledged write must survive power loss; NORMAL for what can be
+        recomputed (a cache)."""
+        self.path = path
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection, in autocommit mode (transactions are explicit)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE (the write lock up front, so two writers never deadlock), COMMIT or ROLLBACK."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def select_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> Iterator[tuple]:
+        """Rows of `sql`, whose `{marks}` becomes the placeholders of each batch of `values` (after `params`).
+        Also for DELETE ... RETURNING."""
+        for part in batches(values):
+            yield from self.conn.execute(sql.format(marks=",".join("?" * len(part))), [*params, *part])
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()

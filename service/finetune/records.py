@@ -1,0 +1,124 @@
+"""Fine-tuning's records, in OpenAI's shapes: the job request, the job, its events and checkpoints. The job store
+keeps them as they are, and the API sends them as they are."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Auto = Literal["auto"]
+JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Hyperparameters(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    batch_size: Auto | Annotated[int, Meta(ge=1, le=256)] = "auto"
+    learning_rate_multiplier: Auto | Annotated[float, Meta(gt=0, le=100)] = "auto"
+    n_epochs: Auto | Annotated[int, Meta(ge=1, le=200)] = "auto"
+    beta: Auto | Annotated[float, Meta(gt=0, le=2)] | None = None  # dpo only; accepted, not used by the trainer
+
+
+class SupervisedMethod(Struct, forbid_unknown_fields=True, kw_only=True):
+    hyperparameters: Hyperparameters | None = None
+
+
+class Method(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    type: Literal["supervised", "dpo"]
+    supervised: SupervisedMethod | None = None
+    dpo: SupervisedMethod | None = None
+
+
+class WandbIntegration(Struct, forbid_unknown_fields=True, kw_only=True):
+    project: str
+    name: str | None = None
+    entity: str | None = None
+    tags: list[str] | None = None
+
+
+class Integration(Struct, forbid_unknown_fields=True, kw_only=True):
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
+class HardNegatives(Struct, forbid_unknown_fields=True, kw_only=True):
+    """vsearch extension: mine hard negatives for each training query from an index embedded with the job's
+    model (its nearest documents that are not the query's positive)."""
+
+    index: str
+    count: Annotated[int, Meta(ge=1, le=32)] = 4
+
+
+class JobSpec(Struct, forbid_unknown_fields=True, kw_only=True):
+    """What a new job is asked to do (OpenAI's create-job request)."""
+
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    seed: Annotated[int, Meta(ge=0, le=2147483647)] | None = None
+    method: Method | None = None
+    hyperparameters: Hyperparameters | None = None  # deprecated by OpenAI in favour of method
+    integrations: list[Integration] | None = None
+    metadata: Annotated[dict[str, Annotated[str, Meta(max_length=512)]], Meta(max_length=16)] | None = None
+    hard_negatives: HardNegatives | None = None
+
+
+class JobError(Struct, kw_only=True):
+    code: str
+    message: str
+    param: str | None
+
+
+class FineTuningJob(Struct, kw_only=True):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: Hyperparameters
+    model: str
+    organization_id: str
+    result_files: list[str] = msgspec.field(default_factory=list)
+    status: JobStatus
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    integrations: list[Integration] | None = None
+    seed: int
+    estimated_finish: int | None = None
+    method: Method
+    metadata: dict[str, str] | None = None
+    suffix: str | None = None
+    hard_negatives: HardNegatives | None = None
+
+
+class JobEvent(Struct, kw_only=True):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    data: dict[str, Any] | None = None
+    type: Literal["message", "metrics"] = "message"
+
+
+class CheckpointMetrics(Struct, kw_only=True, omit_defaults=True):
+    step: float
+    train_loss: float
+    train_mean_token_accuracy: float
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
+
+
+class JobCheckpoint(Struct, kw_only=True):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: CheckpointMetrics
+    step_number: int

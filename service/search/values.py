@@ -1,0 +1,114 @@
+"""The search domain's typed values: what callers hand SearchService, and what it hands back.
+
+Storage value types (Hit, IndexConfig, the compiled MetadataFilter, ...) are the storage engine's own; they are
+named here because they are part of this door, so callers never reach into `indexes/`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, overload
+
+import msgspec
+from msgspec import Meta, Struct
+
+from indexes.config import HnswConfig, HnswInt, IndexConfig, Kind, LexicalTokenizer, Metric
+from indexes.filters import MetadataFilter, compile_filter
+from indexes.values import Fusion, Hit, IndexStats, Mode, StoredDocument
+from service.chunking import DEFAULT_OVERLAP_TOKENS
+from service.errors import translates_store_errors
+from service.limits import MAX_DOCUMENT_ID_LENGTH
+
+__all__ = [
+    "Chunking", "DocumentPage", "Fusion", "HnswConfig", "Hit", "IndexChange", "IndexInfo", "IndexSpec", "IngestResult",
+    "Kind", "LexicalTokenizer", "MetadataFilter", "Metric", "Mode", "NewDocument", "QueryOutcome", "SearchQuery",
+    "StoredDocument", "metadata_filter",
+]  # fmt: skip
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+
+
+class IndexSpec(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """What a new index is: its name, the model that embeds its documents, and how vectors are stored."""
+
+    name: str
+    model: str
+    dimensions: PositiveInt | None = None  # what the model is asked for; default: its native width
+    metric: Metric = "cosine"
+    kind: Kind = "flat"
+    hnsw: HnswConfig | None = None  # kind hnsw only; defaults m 32, ef_construction 200, ef_search 128
+    query_model: str | None = None  # a fine-tuned model over `model` that embeds queries
+    # FTS5 tokenizer for lexical search: porter (English stemming, default), unicode61 (no stemming), trigram.
+    lexical_tokenizer: LexicalTokenizer = "porter"
+
+
+class IndexChange(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """What may change after creation."""
+
+    ef_search: HnswInt | None = None
+    # A fine-tuned model whose base is the index's model; null goes back to the index's model.
+    query_model: str | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class IndexInfo(Struct, frozen=True):
+    config: IndexConfig
+    stats: IndexStats
+
+
+class NewDocument(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A document to add or replace: a text to embed, or a vector of the index's width (then text is stored)."""
+
+    id: Annotated[str, Meta(min_length=1, max_length=MAX_DOCUMENT_ID_LENGTH)] | None = None  # default: made up
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+    vector: list[float] | None = None
+
+
+class Chunking(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`split` (default): texts over the model's window become overlapping chunks of `max_tokens` tokens
+    (default: the window) overlapping by `overlap_tokens` (default 32). `truncate`: only the first window is
+    embedded (the whole text is still stored)."""
+
+    strategy: Literal["split", "truncate"] = "split"
+    max_tokens: PositiveInt | None = None
+    overlap_tokens: Annotated[int, Meta(ge=0)] = DEFAULT_OVERLAP_TOKENS
+
+
+class IngestResult(Struct, frozen=True, kw_only=True):
+    ids: list[str]
+    created: int
+    updated: int
+    unchanged: int
+    prompt_tokens: int
+
+
+class DocumentPage(Struct, frozen=True):
+    documents: list[StoredDocument]
+    has_more: bool
+
+
+class SearchQuery(Struct, frozen=True, kw_only=True):
+    """One search, or a batch of texts searched alike. Exactly one of `texts` and `vector`."""
+
+    texts: list[str] | None = None
+    vector: list[float] | None = None  # dense mode only
+    top_k: int = 10
+    mode: Mode = "dense"
+    filter: MetadataFilter | None = None  # compiled by metadata_filter(), before anything is embedded
+    min_score: float | None = None
+    fusion: Fusion = Fusion()
+
+
+class QueryOutcome(Struct, frozen=True):
+    hits: list[list[Hit]]  # one list per query text (one for a vector)
+    model: str
+    prompt_tokens: int
+
+
+@overload
+def metadata_filter(spec: dict[str, Any]) -> MetadataFilter: ...
+@overload
+def metadata_filter(spec: None) -> None: ...
+@translates_store_errors
+def metadata_filter(spec: dict[str, Any] | None) -> MetadataFilter | None:
+    """A filter as given by a caller, validated and compiled (InvalidRequest naming the bad part)."""
+    return None if spec is None else compile_filter(spec)
