@@ -89,6 +89,11 @@ def test_fine_tuning_flow_with_the_openai_client(openai_client, http):
     assert done.fine_tuned_model == f"ft:{MODEL}:vsearch:topics:{job.id}"
     assert done.finished_at >= done.created_at and done.trained_tokens > 0 and done.error is None
     assert done.hyperparameters.n_epochs == 3 and done.method.type == "supervised"
+    # What ran is on the record: "auto" resolved, in both places OpenAI shows it.
+    assert job.hyperparameters.learning_rate_multiplier == "auto"
+    resolved = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0}
+    assert done.hyperparameters.model_dump(exclude_unset=True) == resolved
+    assert done.method.supervised.hyperparameters.model_dump(exclude_unset=True) == resolved
 
     assert job.id in [j.id for j in openai_client.fine_tuning.jobs.list().data]
     events = openai_client.fine_tuning.jobs.list_events(job.id, limit=100).data
@@ -166,26 +171,27 @@ def test_job_is_cancelled(openai_client):
 
 
 @pytest.mark.parametrize(
-    ("body", "param"),
+    ("body", "status", "param", "code"),
     [
-        ({"model": MODEL}, "training_file"),
-        ({"model": MODEL, "training_file": "file-doesnotexist"}, "training_file"),
-        ({"model": "nope", "training_file": "file-x"}, "model"),
-        ({"model": MODEL, "training_file": "file-x", "suffix": ""}, "suffix"),
-        ({"model": MODEL, "training_file": "file-x", "seed": -1}, "seed"),
-        ({"model": MODEL, "training_file": "file-x", "method": {"type": "reinforcement"}}, "method.type"),
+        ({"model": MODEL}, 400, "training_file", None),
+        ({"model": MODEL, "training_file": "file-doesnotexist"}, 400, "training_file", "invalid_file_id"),
+        ({"model": "nope", "training_file": "file-x"}, 404, "model", "model_not_found"),
+        ({"model": MODEL, "training_file": "file-x", "suffix": ""}, 400, "suffix", None),
+        ({"model": MODEL, "training_file": "file-x", "seed": -1}, 400, "seed", None),
+        ({"model": MODEL, "training_file": "file-x", "method": {"type": "reinforcement"}}, 400, "method.type", None),
         (
             {"model": MODEL, "training_file": "file-x", "hyperparameters": {"n_epochs": "many"}},
+            400,
             "hyperparameters.n_epochs",
+            None,
         ),
-        ({"model": MODEL, "training_file": "file-x", "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
-        ({"model": MODEL, "training_file": "file-x", "learning_rate": 1}, "learning_rate"),
+        ({"model": MODEL, "training_file": "file-x", "metadata": {str(i): "v" for i in range(17)}}, 400, "metadata",
+         None),
+        ({"model": MODEL, "training_file": "file-x", "learning_rate": 1}, 400, "learning_rate", None),
     ],
-)
-def test_create_job_errors(http, body, param):
-    response = http.post("/v1/fine_tuning/jobs", json=body)
-    expected = 404 if body["model"] == "nope" else 400
-    assert_error(response, expected, param, "model_not_found" if expected == 404 else response.json()["error"]["code"])
+)  # fmt: skip
+def test_create_job_errors(http, body, status, param, code):
+    assert_error(http.post("/v1/fine_tuning/jobs", json=body), status, param, code)
 
 
 def test_files_api(openai_client, http):
@@ -258,3 +264,58 @@ def test_unfinished_job_runs_again_after_a_restart(tmp_path: Path):
         assert done.fine_tuned_model in [m["id"] for m in models]
     finally:
         third.stop()
+
+
+# A query side the base model gets wrong by design: every ticket starts with the same long boilerplate, and the
+# index holds articles about the helpdesk itself, which that boilerplate matches. Trained on 12 tickets (with those
+# articles as negatives), the adapter learns to look past the boilerplate, and that carries over to held-back ones.
+BOILERPLATE = (
+    "Customer helpdesk ticket #4471, priority normal, queue: general questions. "
+    "Please find the help article that answers this ticket: "
+)
+HELPDESK_ARTICLES = [
+    "How the customer helpdesk queue assigns each ticket to an agent and a help article.",
+    "Helpdesk tickets: finding the help article that answers a customer's ticket.",
+    "Our customer support queue: ticket priorities, help articles and response times.",
+    "Writing a help article for the helpdesk so tickets in the queue are answered faster.",
+]
+HELD_BACK = [
+    ("how do bees make honey", "Bees swallow nectar, pass it between workers and fan it until the water evaporates."),
+    ("why do leaves change colour in autumn",
+     "Chlorophyll breaks down in the cold, revealing yellow and red pigments."),
+    ("how does a refrigerator keep food cold",
+     "A compressor pumps refrigerant that absorbs heat inside and releases it outside."),
+    ("what makes bread rise", "Yeast ferments sugars into carbon dioxide gas that is trapped by the gluten network."),
+]  # fmt: skip
+
+
+def test_fine_tuned_query_model_ranks_held_back_passages_higher(openai_client, http):
+    lines = [{"query": BOILERPLATE + q, "positive": p, "negative": HELPDESK_ARTICLES} for q, p in TOPICS]
+    upload = openai_client.files.create(file=("tickets.jsonl", io.BytesIO(jsonl(lines))), purpose="fine-tune")
+    job = openai_client.fine_tuning.jobs.create(
+        model=MODEL, training_file=upload.id, seed=1, hyperparameters={"n_epochs": 10, "batch_size": 4}
+    )
+    done = wait_for(openai_client, job.id, {"succeeded", "failed", "cancelled"})
+    assert done.status == "succeeded", done.error
+
+    name = new_index(http)
+    passages = [p for _, p in TOPICS + HELD_BACK] + HELPDESK_ARTICLES
+    add(http, name, [{"id": f"p{i}", "text": text} for i, text in enumerate(passages)])
+
+    def ranks() -> list[int]:
+        """Rank of each held-back ticket's own article among all the index's documents."""
+        found = []
+        for i, (question, _) in enumerate(HELD_BACK):
+            hits = query(http, name, query=BOILERPLATE + question, top_k=len(passages))
+            found.append([hit["id"] for hit in hits].index(f"p{len(TOPICS) + i}") + 1)
+        return found
+
+    base = ranks()
+    http.patch(f"/v1/indexes/{name}", json={"query_model": done.fine_tuned_model}).raise_for_status()
+    tuned = ranks()
+    assert min(base) > 1  # the base model puts a helpdesk article first for every held-back ticket
+    # Measured here: base [5, 4, 5, 5], tuned [1, 3, 6, 1]. A linear adapter from 12 pairs need not lift every
+    # ticket, but it must lift most of them, and the mean reciprocal rank by far.
+    assert sum(t < b for t, b in zip(tuned, base, strict=True)) >= 3, (base, tuned)
+    assert tuned.count(1) >= 2, (base, tuned)
+    assert sum(1 / t for t in tuned) > 2 * sum(1 / b for b in base), (base, tuned)

@@ -12,7 +12,7 @@ import sqlite_utils
 
 from indexes.sqlite import Database
 from service.errors import NotFound
-from service.finetune.records import CheckpointMetrics, FineTuningJob, JobCheckpoint, JobEvent
+from service.finetune.records import CheckpointMetrics, EventLevel, EventType, FineTuningJob, JobCheckpoint, JobEvent
 
 UNFINISHED = ("validating_files", "queued", "running")
 T = TypeVar("T")
@@ -76,15 +76,20 @@ class JobStore:
         return [msgspec.json.decode(row[0], type=FineTuningJob) for row in rows]
 
     def add_event(
-        self, job_id: str, message: str, level: str = "info", data: dict | None = None, type_: str = "message"
+        self,
+        job_id: str,
+        message: str,
+        level: EventLevel = "info",
+        data: dict | None = None,
+        type_: EventType = "message",
     ) -> None:
         event = JobEvent(
             id=f"ftevent-{secrets.token_hex(12)}",
             created_at=int(time.time()),
-            level=level,  # type: ignore[arg-type]
+            level=level,
             message=message,
             data=data,
-            type=type_,  # type: ignore[arg-type]
+            type=type_,
         )
         with self._db.transaction() as db:
             db.execute(

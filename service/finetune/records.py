@@ -10,13 +10,18 @@ from msgspec import Meta, Struct
 
 Auto = Literal["auto"]
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+EventLevel = Literal["info", "warn", "error"]
+EventType = Literal["message", "metrics"]
 
 
-class Hyperparameters(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+class Hyperparameters(Struct, forbid_unknown_fields=True, kw_only=True):
+    """As asked ("auto" where not given); once the job runs, the values it used."""
+
     batch_size: Auto | Annotated[int, Meta(ge=1, le=256)] = "auto"
     learning_rate_multiplier: Auto | Annotated[float, Meta(gt=0, le=100)] = "auto"
     n_epochs: Auto | Annotated[int, Meta(ge=1, le=200)] = "auto"
-    beta: Auto | Annotated[float, Meta(gt=0, le=2)] | None = None  # dpo only; accepted, not used by the trainer
+    # dpo only; accepted and recorded, not used by the trainer (README). Absent unless given.
+    beta: Auto | Annotated[float, Meta(gt=0, le=2)] | msgspec.UnsetType = msgspec.UNSET
 
 
 class SupervisedMethod(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -98,10 +103,10 @@ class JobEvent(Struct, kw_only=True):
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
-    level: Literal["info", "warn", "error"]
+    level: EventLevel
     message: str
     data: dict[str, Any] | None = None
-    type: Literal["message", "metrics"] = "message"
+    type: EventType = "message"
 
 
 class CheckpointMetrics(Struct, kw_only=True, omit_defaults=True):

@@ -23,6 +23,7 @@ from service.finetune.formats import Example, TrainingFileError, parse_examples
 from service.finetune.jobs import UNFINISHED, JobStore
 from service.finetune.records import (
     CheckpointMetrics,
+    EventLevel,
     FineTuningJob,
     Hyperparameters,
     JobCheckpoint,
@@ -154,7 +155,7 @@ class FineTuningService:
         method = spec.method or Method(type="supervised")
         section = method.dpo if method.type == "dpo" else method.supervised
         hyperparameters = (section.hyperparameters if section else None) or spec.hyperparameters or Hyperparameters()
-        if method.type == "supervised" and hyperparameters.beta is not None:
+        if method.type == "supervised" and hyperparameters.beta is not msgspec.UNSET:
             raise InvalidRequest("'beta' applies to the dpo method only.",
                                  param="method.supervised.hyperparameters.beta")  # fmt: skip
         job = FineTuningJob(
@@ -251,7 +252,7 @@ class FineTuningService:
         if self._cancel.setdefault(job_id, threading.Event()).is_set():
             raise JobCancelled
 
-    def _move(self, job_id: str, message: str, level: str = "info", **changes: object) -> FineTuningJob:
+    def _move(self, job_id: str, message: str, level: EventLevel = "info", **changes: object) -> FineTuningJob:
         """Change the job unless the user cancelled it first (then stop the run)."""
         with self._status_lock:
             if self.jobs.get(job_id).status == "cancelled":
