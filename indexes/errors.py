@@ -20,6 +20,13 @@ class IndexExists(IndexStoreError):
         super().__init__(f"An index named '{name}' already exists.", "name")
 
 
+class IndexUnavailable(IndexStoreError):
+    """The index exists but cannot be opened now (out of file descriptors, or damaged): the others still work."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"Index '{name}' cannot be opened: {reason}", "name")
+
+
 class DocumentNotFound(IndexStoreError):
     def __init__(self, doc_id: str) -> None:
         super().__init__(f"No document with id '{doc_id}'.", "id")

@@ -15,6 +15,7 @@ User input only ever reaches SQL as bound parameters; the SQL text comes from th
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -25,6 +26,9 @@ Scalar = str | int | float | bool | None
 COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 FIELD_OPERATORS = {"$eq", "$ne", "$in", "$nin", "$exists", *COMPARISONS}
 MAX_DEPTH = 32
+MAX_IN_VALUES = 10_000
+NUMBER_TYPES = "('integer', 'real')"
+JSON_CONSTANTS = (("true", True), ("false", False), ("null", None))
 INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -107,9 +111,9 @@ class _Compiler:
         if op in ("$in", "$nin"):
             if not isinstance(value, list) or not value:
                 raise InvalidFilter(f"{op} takes a non-empty array of values", where)
-            if len(value) > 10_000:
-                raise InvalidFilter(f"{op} takes at most 10,000 values", where)
-            any_of = "(" + " OR ".join(self.equals(path, v, f"{where}[{i}]") for i, v in enumerate(value)) + ")"
+            if len(value) > MAX_IN_VALUES:
+                raise InvalidFilter(f"{op} takes at most {MAX_IN_VALUES:,} values", where)
+            any_of = self.any_of(path, [self.scalar(v, f"{where}[{i}]") for i, v in enumerate(value)])
             return any_of if op == "$in" else f"NOT {any_of}"
         if op == "$exists":
             if not isinstance(value, bool):
@@ -119,11 +123,29 @@ class _Compiler:
         value = self.scalar(value, where)
         if isinstance(value, bool) or value is None:
             raise InvalidFilter(f"{op} takes a number or a string", where)
-        types = "('integer', 'real')" if isinstance(value, int | float) else "('text')"
+        types = NUMBER_TYPES if isinstance(value, int | float) else "('text')"
         return definite(
             f"json_type({self.column}, {self.bind(path)}) IN {types} "
             f"AND json_extract({self.column}, {self.bind(path)}) {COMPARISONS[op]} {self.bind(value)}"
         )
+
+    def any_of(self, path: str, values: list[Scalar]) -> str:
+        """The field equals one of `values`: one membership test per JSON type, each over a single bound JSON
+        array (json_each), so the SQL stays small however many values there are."""
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        texts = [v for v in values if isinstance(v, str)]
+        parts = [
+            f"(json_type({self.column}, {self.bind(path)}) IN {types} AND json_extract({self.column}, "
+            f"{self.bind(path)}) IN (SELECT value FROM json_each({self.bind(json.dumps(group))})))"
+            for types, group in ((NUMBER_TYPES, numbers), ("('text')", texts))
+            if group
+        ]
+        parts += [
+            f"json_type({self.column}, {self.bind(path)}) = '{name}'"
+            for name, constant in JSON_CONSTANTS
+            if any(v is constant for v in values)
+        ]
+        return definite(" OR ".join(parts))
 
     def equals(self, path: str, value: Any, where: str) -> str:
         value = self.scalar(value, where)
@@ -132,7 +154,7 @@ class _Compiler:
             return definite(f"{kind} = 'null'")
         if isinstance(value, bool):
             return definite(f"{kind} = '{'true' if value else 'false'}'")
-        types = "('integer', 'real')" if isinstance(value, int | float) else "('text')"
+        types = NUMBER_TYPES if isinstance(value, int | float) else "('text')"
         return definite(f"{kind} IN {types} AND json_extract({self.column}, {self.bind(path)}) = {self.bind(value)}")
 
     def scalar(self, value: Any, where: str) -> Scalar:

@@ -22,6 +22,10 @@ def batches(values: Sequence[Any], size: int = IN_BATCH) -> Iterator[list[Any]]:
         yield list(values[start : start + size])
 
 
+class DatabaseClosed(sqlite3.ProgrammingError):
+    pass
+
+
 class Database:
     def __init__(self, path: Path, synchronous: Synchronous = "FULL") -> None:
         """`synchronous`: FULL where an acknowledged write must survive power loss; NORMAL for what can be
@@ -31,12 +35,15 @@ class Database:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def conn(self) -> sqlite3.Connection:
         """This thread's connection, in autocommit mode (transactions are explicit)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            if self._closed:  # never reopen the path: another database may live there now
+                raise DatabaseClosed(f"{self.path} is closed")
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -68,6 +75,7 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for conn in self._connections:
                 conn.close()
             self._connections.clear()

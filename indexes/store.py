@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -21,7 +22,7 @@ import numpy as np
 import sqlite_utils
 
 from indexes.config import IndexConfig, check_config
-from indexes.errors import DocumentNotFound, InvalidDocument
+from indexes.errors import DocumentNotFound, IndexNotFound, InvalidDocument
 from indexes.filters import MetadataFilter
 from indexes.ranking import RankedList, ranks_by_id, reciprocal_rank_fusion
 from indexes.rwlock import RWLock
@@ -60,6 +61,7 @@ class IndexStore:
         self._lock = RWLock()  # readers: searches and reads; writer: a commit plus its FAISS update
         self._checkpoint_lock = threading.Lock()
         self._compact_ratio = compact_ratio
+        self._closed = False  # set under the write lock: after it, every read and write is IndexNotFound
         if config is not None:
             folder.mkdir(parents=True, exist_ok=False)
         self._db = Database(folder / DATABASE)  # synchronous=FULL: an acknowledged write survives power loss
@@ -138,9 +140,10 @@ class IndexStore:
         held = vectors.max_id()
         removed = [row[0] for row in self._db.execute("SELECT id FROM deleted_chunks WHERE seq > ?", (since,))]
         vectors.remove(np.array([i for i in removed if i <= held], dtype=np.int64))
-        if self.config.kind == "hnsw":  # tombstones recorded before the checkpoint are still in the graph
+        if self.config.kind == "hnsw":  # tombstones recorded before the checkpoint are still in the graph...
             rows = self._db.execute("SELECT id FROM deleted_chunks WHERE id <= ?", (held,))
-            vectors.tombstones.update(row[0] for row in rows)
+            # ... unless a compaction rebuilt it without them: a tombstone only for an id the graph holds.
+            vectors.tombstones.update(int(i) for i in np.intersect1d([row[0] for row in rows], vectors.ids()))
         for ids, matrix in self._vector_pages("WHERE seq > ?", (since,)):
             vectors.add(ids, matrix)
 
@@ -169,6 +172,8 @@ class IndexStore:
         """Write FAISS to disk with the sequence it reflects, then forget the deletions it includes."""
         # Readers share the read lock, so two threads could both decide to checkpoint: one writes at a time.
         with self._checkpoint_lock, self._lock.read():
+            if self._closed:
+                return
             seq = self._seq()
             if seq == self._checkpoint_seq and self._vectors_path.exists():
                 return
@@ -179,10 +184,9 @@ class IndexStore:
             self._last_checkpoint = time.monotonic()
 
     def _maybe_checkpoint(self) -> None:
-        changed = self._seq() - self._checkpoint_seq
         # Writing FAISS costs time in proportion to its size, so not after every batch: what a crash loses
-        # in between is replayed from SQLite on the next open.
-        if changed and time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
+        # in between is replayed from SQLite on the next open. (checkpoint() skips it when nothing changed.)
+        if time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
             self.checkpoint()
 
     def _maybe_compact(self) -> None:
@@ -191,14 +195,36 @@ class IndexStore:
         if self.config.kind != "hnsw" or len(vectors.tombstones) <= self._compact_ratio * max(vectors.ntotal, 1):
             return
         with self._lock.write():
+            if self._closed:
+                return
             self._vectors = self._rebuild()
             self._checkpoint_seq = -1
         self.checkpoint()
 
     # --- writes ---------------------------------------------------------------------------------------------------
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        with self._lock.read():
+            self._check_open()
+            yield
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock.write():
+            self._check_open()
+            yield
+
+    def _check_open(self) -> None:
+        if self._closed:  # deleted (or shut down) while the caller held on to it
+            raise IndexNotFound(self.config.name)
+
     def content_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
         """The stored content hash of each of `doc_ids` that exists (to skip unchanged documents)."""
+        with self._reading():
+            return self._content_hashes(doc_ids)
+
+    def _content_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
         return dict(self._db.select_in("SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({marks})", doc_ids))
 
     def upsert(self, documents: Sequence[DocumentRecord]) -> UpsertResult:
@@ -214,7 +240,7 @@ class IndexStore:
                         f"{self.config.dimensions}.",
                         "documents",
                     )
-        with self._lock.write():
+        with self._writing():
             with self._db.transaction() as db:
                 seq = self._next_seq(db)
                 removed = self._delete_chunks(db, [doc.doc_id for doc in documents], seq)
@@ -257,9 +283,9 @@ class IndexStore:
 
     def delete(self, doc_ids: Sequence[str]) -> list[str]:
         """Delete documents and their chunks; returns the ids that existed."""
-        with self._lock.write():
+        with self._writing():
             with self._db.transaction() as db:
-                existing = list(self.content_hashes(doc_ids))
+                existing = list(self._content_hashes(doc_ids))
                 if not existing:
                     return []
                 seq = self._next_seq(db)
@@ -271,12 +297,13 @@ class IndexStore:
         return existing
 
     def delete_matching(self, where: MetadataFilter) -> list[str]:
-        rows = self._db.execute(f"SELECT doc_id FROM documents d WHERE {where.sql}", where.params)
+        with self._reading():
+            rows = self._db.execute(f"SELECT doc_id FROM documents d WHERE {where.sql}", where.params).fetchall()
         return self.delete([row[0] for row in rows])
 
     def set_config(self, config: IndexConfig) -> None:
         """Change what may change after creation (ef_search, query_model)."""
-        with self._lock.write():
+        with self._writing():
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (msgspec.json.encode(config).decode(),))
             self.config = config
             self._vectors.config = config
@@ -284,21 +311,23 @@ class IndexStore:
     # --- reads ----------------------------------------------------------------------------------------------------
 
     def get(self, doc_id: str) -> StoredDocument:
-        row = self._db.execute(
-            "SELECT doc_id, text, metadata, chunk_count, created_at, updated_at FROM documents WHERE doc_id = ?",
-            (doc_id,),
-        ).fetchone()
+        with self._reading():
+            row = self._db.execute(
+                "SELECT doc_id, text, metadata, chunk_count, created_at, updated_at FROM documents WHERE doc_id = ?",
+                (doc_id,),
+            ).fetchone()
         if row is None:
             raise DocumentNotFound(doc_id)
         return self._document(row)
 
     def list(self, limit: int, after: str | None = None) -> tuple[list[StoredDocument], bool]:
         """A page of documents in id order, after the cursor `after`; and whether more follow."""
-        rows = self._db.execute(
-            "SELECT doc_id, text, metadata, chunk_count, created_at, updated_at FROM documents "
-            "WHERE doc_id > ? ORDER BY doc_id LIMIT ?",
-            (after or "", limit + 1),
-        ).fetchall()
+        with self._reading():
+            rows = self._db.execute(
+                "SELECT doc_id, text, metadata, chunk_count, created_at, updated_at FROM documents "
+                "WHERE doc_id > ? ORDER BY doc_id LIMIT ?",
+                (after or "", limit + 1),
+            ).fetchall()
         return [self._document(row) for row in rows[:limit]], len(rows) > limit
 
     @staticmethod
@@ -306,7 +335,7 @@ class IndexStore:
         return StoredDocument(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
 
     def stats(self) -> IndexStats:
-        with self._lock.read():  # one consistent moment for both stores
+        with self._reading():  # one consistent moment for both stores
             documents = self._db.execute("SELECT count(*) FROM documents").fetchone()[0]
             vectors = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
             live = self._vectors.ntotal - len(self._vectors.tombstones)
@@ -316,7 +345,7 @@ class IndexStore:
     def search(self, request: SearchRequest, vector: np.ndarray | None, text: str | None) -> list[Hit]:
         """The `top_k` best chunks, all matching the filter, best first. dense ranks by `vector` ([1, d]),
         lexical by BM25 over `text`, hybrid fuses both lists."""
-        with self._lock.read():
+        with self._reading():
             lists: dict[str, RankedList] = {}
             mode = request.mode
             depth = request.top_k if mode != "hybrid" else max(request.top_k, HYBRID_DEPTH)
@@ -400,6 +429,12 @@ class IndexStore:
         return hits
 
     def close(self, checkpoint: bool = True) -> None:
-        if checkpoint:
-            self.checkpoint()
-        self._db.close()
+        """Checkpoint (unless the index is being deleted) and close. Waits for the write or reads in progress;
+        whoever holds this store afterwards gets IndexNotFound, never a database reopened at the same path."""
+        try:
+            if checkpoint and not self._closed:
+                self.checkpoint()
+        finally:
+            with self._lock.write():
+                self._closed = True
+                self._db.close()

@@ -51,11 +51,13 @@ class VectorIndex:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
+    def ids(self) -> np.ndarray:
+        """Every id the index holds (tombstoned ones included)."""
+        return faiss.vector_to_array(self.index.id_map)
+
     def max_id(self) -> int:
         """The largest id in the index (-1 when empty)."""
-        if not self.index.ntotal:
-            return -1
-        return int(faiss.vector_to_array(self.index.id_map).max())
+        return int(self.ids().max()) if self.index.ntotal else -1
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
-from indexes.errors import DocumentNotFound, IndexExists, IndexNotFound, IndexStoreError
+from indexes.errors import DocumentNotFound, IndexExists, IndexNotFound, IndexStoreError, IndexUnavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -128,6 +128,8 @@ def from_store_error(exc: IndexStoreError) -> VsearchError:
         return NotFound(exc.message, exc.param, code="document_not_found")
     if isinstance(exc, IndexExists):
         return Conflict(exc.message, exc.param, code="index_exists")
+    if isinstance(exc, IndexUnavailable):
+        return Unavailable(exc.message, exc.param, code="index_unavailable")
     return InvalidRequest(exc.message, exc.param)  # a bad config, filter or document
 
 

@@ -273,7 +273,8 @@ def test_crash_without_checkpoint_is_caught_up_from_sqlite(tmp_path: Path, kind:
     """A store that is never closed (a crash) still opens with every committed write, from an old checkpoint."""
     config = IndexConfig(name="crash", model=MODEL, dimensions=4, kind=kind)
     catalog = IndexCatalog(tmp_path)
-    store = catalog.create(config)
+    catalog.create(config)
+    store = catalog.acquire("crash")
     rng = np.random.default_rng(3)
 
     def docs(ids: range) -> list[DocumentRecord]:

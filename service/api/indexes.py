@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import unquote
 
-from litestar import Router, delete, get, patch, post
+from litestar import Request, Router, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
@@ -133,17 +134,33 @@ async def list_documents(
     )
 
 
+def document_id(request: Request) -> str:
+    """The id exactly as sent: the rest of the raw path after /v1/indexes/{name}/documents/, percent-decoded.
+    (The decoded path the router sees has already turned %2F into '/', and lost a trailing one.)"""
+    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    return unquote(raw.decode("ascii", "replace").split("/", 5)[5])
+
+
 @get("/{name:str}/documents/{doc_id:path}", responses=BY_NAME, summary="Retrieve a document")
-async def retrieve_document(name: FromPath[str], doc_id: FromPath[str], search: Search) -> DocumentObject:
-    return document_object(await search.get_document(name, doc_id.removeprefix("/")))
+async def retrieve_document(request: Request, name: FromPath[str], search: Search) -> DocumentObject:
+    return document_object(await search.get_document(name, document_id(request)))
 
 
 @delete("/{name:str}/documents/{doc_id:path}", responses=BY_NAME, status_code=200,
         summary="Delete a document and its chunks")  # fmt: skip
-async def delete_document(name: FromPath[str], doc_id: FromPath[str], search: Search) -> DeletedObject:
-    doc_id = doc_id.removeprefix("/")
+async def delete_document(request: Request, name: FromPath[str], search: Search) -> DeletedObject:
+    doc_id = document_id(request)
     await search.delete_document(name, doc_id)
     return DeletedObject(id=doc_id, object="document")
+
+
+# The same, for ids "delete" and "delete/...": the router prefers the fixed segment of POST .../documents/delete to
+# the parameter above, so those need routes of their own (left out of the schema: they are the routes above).
+SHADOWED_IDS = ["/{name:str}/documents/delete", "/{name:str}/documents/delete/{rest:path}"]
+retrieve_shadowed_document = get(SHADOWED_IDS, include_in_schema=False, name="retrieve_shadowed")(retrieve_document.fn)
+delete_shadowed_document = delete(SHADOWED_IDS, include_in_schema=False, status_code=200, name="delete_shadowed")(
+    delete_document.fn
+)
 
 
 @post("/{name:str}/documents/delete", responses=BY_NAME, status_code=200,
@@ -200,6 +217,8 @@ indexes_router = Router(
         list_documents,
         retrieve_document,
         delete_document,
+        retrieve_shadowed_document,
+        delete_shadowed_document,
         delete_documents,
         query_index,
     ],

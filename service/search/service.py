@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import msgspec
 import numpy as np
 
 from indexes.catalog import IndexCatalog
 from indexes.config import IndexConfig
+from indexes.errors import IndexNotFound, IndexUnavailable
 from indexes.store import IndexStore
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from service.chunking import token_windows
 from service.embeddings.registry import EmbedderRegistry
-from service.errors import InvalidRequest, translates_store_errors
+from service.errors import InvalidRequest, NotFound, translates_store_errors
 from service.limits import Limits
 from service.search.values import (
     Chunking,
@@ -34,6 +38,28 @@ from service.search.values import (
     SearchQuery,
     StoredDocument,
 )
+
+T = TypeVar("T")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def float32_vector(values: Sequence[float], param: str) -> np.ndarray:
+    """`values` as float32, refusing what float32 cannot hold: 1e39 would be stored as inf and win every query."""
+    with np.errstate(over="ignore"):
+        vector = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(vector).all():
+        raise InvalidRequest(f"{param} has a value that is not a finite float32 (at most about 3.4e38).", param=param)
+    return vector
+
+
+def check_document_id(doc_id: str, param: str) -> None:
+    """Any text of 1 to 512 characters, except control characters and the two ids a URL cannot carry ('.' and
+    '..', which clients resolve away as path segments). Everything else round-trips percent-encoded in a URL."""
+    if doc_id in (".", "..") or CONTROL_CHARACTERS.search(doc_id):
+        raise InvalidRequest(
+            f"Invalid document id {doc_id!r}: an id may not be '.' or '..' nor contain control characters.",
+            param=param,
+        )
 
 
 def _info(store: IndexStore) -> IndexInfo:
@@ -63,20 +89,38 @@ class SearchService:
         if spec.query_model is not None:
             self._check_query_model(config, spec.query_model)
             config = msgspec.structs.replace(config, query_model=spec.query_model)
-        return _info(await asyncio.to_thread(self._catalog.create, config))
+        await asyncio.to_thread(self._catalog.create, config)
+        return await self._on_index(spec.name, _info)
+
+    async def _on_index(self, name: str, work: Callable[[IndexStore], T]) -> T:
+        """`work(store)` in a worker thread, with index `name` held open."""
+
+        def run() -> T:
+            with self._catalog.use(name) as store:
+                return work(store)
+
+        return await asyncio.to_thread(run)
+
+    @asynccontextmanager
+    async def _holding(self, name: str) -> AsyncIterator[IndexStore]:
+        """Index `name` held open across awaits (embedding), for work that reads it, embeds, then writes."""
+        store = await asyncio.to_thread(self._catalog.acquire, name)
+        try:
+            yield store
+        finally:
+            self._catalog.release(store)
 
     @translates_store_errors
     async def list_indexes(self) -> list[IndexInfo]:
-        return await asyncio.to_thread(lambda: [_info(self._catalog.get(name)) for name in self._catalog.names()])
+        return await asyncio.to_thread(self.index_stats)
 
     @translates_store_errors
     async def describe_index(self, name: str) -> IndexInfo:
-        return await asyncio.to_thread(lambda: _info(self._catalog.get(name)))
+        return await self._on_index(name, _info)
 
     @translates_store_errors
     async def update_index(self, name: str, change: IndexChange) -> IndexInfo:
-        def update() -> IndexInfo:
-            store = self._catalog.get(name)
+        def update(store: IndexStore) -> IndexInfo:
             config = store.config
             if change.ef_search is not None:
                 if config.hnsw is None:
@@ -90,7 +134,7 @@ class SearchService:
             store.set_config(config)
             return _info(store)
 
-        return await asyncio.to_thread(update)
+        return await self._on_index(name, update)
 
     @translates_store_errors
     async def delete_index(self, name: str) -> None:
@@ -118,14 +162,15 @@ class SearchService:
                 "are allowed.",
                 param="documents",
             )
-        store = await asyncio.to_thread(self._catalog.get, name)
-        config = store.config
-        prepared = self._prepare(documents, config, chunking)
-        ids = [doc.doc_id for doc in prepared]
-        stored = await asyncio.to_thread(store.content_hashes, ids)
-        changed = [doc for doc in prepared if stored.get(doc.doc_id) != doc.content_hash]
-        prompt_tokens = await self._embed_chunks(config, changed, chunking)
-        result = await asyncio.to_thread(store.upsert, changed) if changed else None
+        async with self._holding(name) as store:
+            config = store.config
+            prepared = self._prepare(documents, config, chunking)
+            ids = [doc.doc_id for doc in prepared]
+            stored = await asyncio.to_thread(store.content_hashes, ids)
+            changed = [doc for doc in prepared if stored.get(doc.doc_id) != doc.content_hash]
+            prompt_tokens = await self._embed_chunks(config, changed, chunking)
+            # If the index was deleted meanwhile, this is IndexNotFound: never a write into a new one of the name.
+            result = await asyncio.to_thread(store.upsert, changed) if changed else None
         return IngestResult(
             ids=ids,
             created=len(result.created) if result else 0,
@@ -148,6 +193,8 @@ class SearchService:
                     f"{where}.vector has {len(doc.vector)} dimensions; index '{config.name}' has {config.dimensions}.",
                     param=f"{where}.vector",
                 )
+            if doc.id is not None:
+                check_document_id(doc.id, f"{where}.id")
             text = doc.text or ""
             metadata = doc.metadata or {}
             content = msgspec.json.encode([text, metadata, doc.vector, config.model, chunking.strategy,
@@ -155,7 +202,7 @@ class SearchService:
             doc_id = doc.id if doc.id is not None else f"doc-{uuid.uuid4().hex}"
             record = DocumentRecord(doc_id, text, metadata, hashlib.sha256(content).hexdigest(), [])
             if doc.vector is not None:
-                record.chunks = [ChunkRecord(0, len(text), np.asarray(doc.vector, dtype=np.float32))]
+                record.chunks = [ChunkRecord(0, len(text), float32_vector(doc.vector, f"{where}.vector"))]
             by_id[doc_id] = record
         return list(by_id.values())
 
@@ -197,42 +244,41 @@ class SearchService:
 
     @translates_store_errors
     async def list_documents(self, name: str, limit: int, after: str | None) -> DocumentPage:
-        documents, has_more = await asyncio.to_thread(lambda: self._catalog.get(name).list(limit, after))
-        return DocumentPage(documents, has_more)
+        return await self._on_index(name, lambda store: DocumentPage(*store.list(limit, after)))
 
     @translates_store_errors
     async def get_document(self, name: str, doc_id: str) -> StoredDocument:
-        return await asyncio.to_thread(lambda: self._catalog.get(name).get(doc_id))
+        return await self._on_index(name, lambda store: store.get(doc_id))
 
     @translates_store_errors
     async def delete_document(self, name: str, doc_id: str) -> None:
         """Deletes one document; NotFound if it does not exist."""
-
-        def remove() -> None:
-            store = self._catalog.get(name)
-            store.get(doc_id)
-            store.delete([doc_id])
-
-        await asyncio.to_thread(remove)
+        if not await self._on_index(name, lambda store: store.delete([doc_id])):
+            raise NotFound(f"No document with id '{doc_id}'.", param="id", code="document_not_found")
 
     @translates_store_errors
     async def delete_documents(self, name: str, ids: list[str]) -> list[str]:
         """Deletes the documents of `ids` that exist; returns those."""
-        return await asyncio.to_thread(lambda: self._catalog.get(name).delete(ids))
+        return await self._on_index(name, lambda store: store.delete(ids))
 
     @translates_store_errors
     async def delete_matching(self, name: str, where: MetadataFilter) -> list[str]:
-        return await asyncio.to_thread(lambda: self._catalog.get(name).delete_matching(where))
+        return await self._on_index(name, lambda store: store.delete_matching(where))
 
     # --- queries --------------------------------------------------------------------------------------------------
 
     @translates_store_errors
     async def query(self, name: str, query: SearchQuery) -> QueryOutcome:
         """Everything that can be refused is checked before anything is embedded (an embedding may be paid for)."""
+        if query.min_score is not None:
+            float32_vector([query.min_score], "min_score")
         if query.top_k > self._limits.max_top_k:
             raise InvalidRequest(f"top_k is {query.top_k}; at most {self._limits.max_top_k} is allowed.",
                                  param="top_k")  # fmt: skip
-        store = await asyncio.to_thread(self._catalog.get, name)
+        async with self._holding(name) as store:
+            return await self._search(store, query)
+
+    async def _search(self, store: IndexStore, query: SearchQuery) -> QueryOutcome:
         config = store.config
         model = config.query_model or config.model
         request = SearchRequest(mode=query.mode, top_k=query.top_k, filter=query.filter, min_score=query.min_score,
@@ -242,10 +288,10 @@ class SearchService:
                 raise InvalidRequest(f"mode '{query.mode}' needs a text query, not a vector.", param="mode")
             if len(query.vector) != config.dimensions:
                 raise InvalidRequest(
-                    f"vector has {len(query.vector)} dimensions; index '{name}' has {config.dimensions}.",
+                    f"vector has {len(query.vector)} dimensions; index '{config.name}' has {config.dimensions}.",
                     param="vector",
                 )
-            searches = [(np.asarray(query.vector, dtype=np.float32), None)]
+            searches = [(float32_vector(query.vector, "vector"), None)]
             tokens = 0
         else:
             texts = query.texts or []
@@ -267,9 +313,8 @@ class SearchService:
     @translates_store_errors
     async def nearest(self, name: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
         """The `top_k` nearest chunks of each of `vectors` (dense, unfiltered): for mining hard negatives."""
-        store = await asyncio.to_thread(self._catalog.get, name)
         request = SearchRequest(top_k=top_k)
-        return await asyncio.to_thread(lambda: [store.search(request, v[None, :], None) for v in vectors])
+        return await self._on_index(name, lambda store: [store.search(request, v[None, :], None) for v in vectors])
 
     # --- operations -----------------------------------------------------------------------------------------------
 
@@ -277,8 +322,15 @@ class SearchService:
         return self._catalog.names()
 
     def index_stats(self) -> list[IndexInfo]:
-        """For metrics scrapes (a worker thread)."""
-        return [_info(self._catalog.get(name)) for name in self._catalog.names()]
+        """Every index that can be opened (one that cannot is logged and left out: it never hides the others)."""
+        infos = []
+        for name in self._catalog.names():
+            try:
+                with self._catalog.use(name) as store:
+                    infos.append(_info(store))
+            except (IndexNotFound, IndexUnavailable):  # deleted meanwhile, or damaged (logged by the catalog)
+                continue
+        return infos
 
     def close(self) -> None:
         self._catalog.close()  # checkpoints every open index

@@ -1,0 +1,265 @@
+"""Probes of an attacker and of an unlucky operator: each one lost, misplaced or poisoned data, or blocked or 500'd,
+before the fixes that these tests hold in place (issue 12's numbered points)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer, start_server
+from tests.test_embeddings_api import assert_error
+from tests.test_indexes_api import MODEL, add, new_index, query
+
+
+@pytest.fixture()
+def fresh(tmp_path: Path) -> Iterator[LiveServer]:
+    live = start_server(tmp_path / "data")
+    yield live
+    live.stop()
+
+
+def client(live: LiveServer) -> httpx.Client:
+    return httpx.Client(base_url=live.url, timeout=60)
+
+
+class Gate:
+    """Holds a domain call at a chosen point until the test has done its part (the ordering a race needs)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def wrap_async(self, function):
+        async def held(*args, **kwargs):
+            self.entered.set()
+            while not self.release.is_set():  # never blocks the event loop
+                await _sleep()
+            return await function(*args, **kwargs)
+
+        return held
+
+    def wrap(self, function):
+        def held(*args, **kwargs):
+            self.entered.set()
+            assert self.release.wait(60)
+            return function(*args, **kwargs)
+
+        return held
+
+
+async def _sleep() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+
+
+# --- 1. document ids round-trip exactly -----------------------------------------------------------------------------
+
+ODD_IDS = ["a/", "a", "b//c", "b/c", "/lead", "lead", "delete", "a%2F", "percent%", "q?x=1", "hash#1", "sp ace",
+           "ünï/cødé", "..a", "a/..", "delete/x", "x/delete", "x" * 512]  # fmt: skip
+
+
+def test_every_accepted_id_reaches_its_own_document_and_only_it(http):
+    name = new_index(http)
+    add(http, name, [{"id": doc_id, "text": f"text of {doc_id}"} for doc_id in ODD_IDS])
+    for doc_id in ODD_IDS:
+        path = f"/v1/indexes/{name}/documents/{quote(doc_id, safe='')}"
+        got = http.get(path)
+        assert got.status_code == 200 and got.json()["id"] == doc_id, (doc_id, got.text)
+        assert got.json()["text"] == f"text of {doc_id}"
+    for doc_id in ODD_IDS:
+        path = f"/v1/indexes/{name}/documents/{quote(doc_id, safe='')}"
+        assert http.delete(path).json() == {"id": doc_id, "object": "document", "deleted": True}
+        assert http.get(path).status_code == 404
+        remaining = {d["id"] for d in http.get(f"/v1/indexes/{name}/documents", params={"limit": 100}).json()["data"]}
+        assert doc_id not in remaining and remaining == set(ODD_IDS[ODD_IDS.index(doc_id) + 1 :]), doc_id
+
+
+@pytest.mark.parametrize("doc_id", [".", "..", "tab\there", "nul\x00", "line\nbreak"])
+def test_ids_that_cannot_round_trip_are_refused_at_ingest(http, doc_id):
+    name = new_index(http)
+    response = http.post(f"/v1/indexes/{name}/documents", json={"documents": [{"id": doc_id, "text": "x"}]})
+    error = assert_error(response, 400, "documents[0].id", None)
+    assert "id" in error["message"]
+
+
+# --- 2. an ingest never lands in another index of the same name ----------------------------------------------------
+
+
+def test_deleting_an_index_during_an_ingest_stops_the_ingest(fresh, monkeypatch):
+    gate = Gate()
+    registry = fresh.services.registry
+    monkeypatch.setattr(registry, "embed", gate.wrap_async(registry.embed))
+    outcome: dict = {}
+    with client(fresh) as http:
+        http.post("/v1/indexes", json={"name": "race", "model": MODEL}).raise_for_status()
+        docs = [{"id": f"d{i}", "text": f"document number {i}"} for i in range(600)]
+
+        def ingest() -> None:
+            with client(fresh) as other:
+                outcome["response"] = other.post("/v1/indexes/race/documents", json={"documents": docs})
+
+        thread = threading.Thread(target=ingest)
+        thread.start()
+        assert gate.entered.wait(60)  # the ingest has its index and is about to embed
+        assert http.delete("/v1/indexes/race").status_code == 200
+        http.post("/v1/indexes", json={"name": "race", "model": MODEL, "dimensions": 64}).raise_for_status()
+        gate.release.set()
+        thread.join(60)
+        assert_error(outcome["response"], 404, "name", "index_not_found")
+        again = http.get("/v1/indexes/race").json()
+        assert again["dimensions"] == 64 and again["document_count"] == 0 and again["vector_count"] == 0
+
+
+def test_a_damaged_index_never_takes_down_the_listing_or_metrics(fresh):
+    with client(fresh) as http:
+        http.post("/v1/indexes", json={"name": "good", "model": MODEL}).raise_for_status()
+        http.post("/v1/indexes", json={"name": "bad", "model": MODEL}).raise_for_status()
+    fresh.stop()
+    index = fresh.settings.data_dir / "indexes" / "bad" / "index.sqlite"
+    with sqlite3.connect(index) as db:  # a config that no longer matches the stored vectors' shape
+        db.execute("UPDATE meta SET value = json_set(value, '$.dimensions', 7) WHERE key = 'config'")
+        db.execute("INSERT INTO chunks (doc_id, chunk_index, start, end, vector, seq) VALUES ('x', 0, 0, 0, ?, 1)",
+                   (b"\0" * 4 * 384,))  # fmt: skip
+    (fresh.settings.data_dir / "indexes" / "bad" / "vectors.faiss").unlink()
+    again = start_server(fresh.settings.data_dir)
+    try:
+        with client(again) as http:
+            listed = http.get("/v1/indexes")
+            assert listed.status_code == 200 and [i["name"] for i in listed.json()["data"]] == ["good"]
+            assert http.get("/metrics").status_code == 200
+            assert_error(http.get("/v1/indexes/bad"), 503, "name", "index_unavailable")
+            assert http.get("/v1/indexes/good").status_code == 200
+    finally:
+        again.stop()
+
+
+# --- 3. a half-made index folder is never an index -----------------------------------------------------------------
+
+
+def test_an_index_folder_left_half_made_is_skipped_and_can_be_created_again(fresh):
+    fresh.stop()
+    indexes = fresh.settings.data_dir / "indexes"
+    sqlite3.connect(indexes / "empty.sqlite").close()  # a stray file is no index either
+    (indexes / "half").mkdir()
+    sqlite3.connect(indexes / "half" / "index.sqlite").close()  # SIGKILL or ENOSPC before any table existed
+    (indexes / ".creating-gone-1234").mkdir()  # the temporary folder of an interrupted create
+    again = start_server(fresh.settings.data_dir)
+    try:
+        with client(again) as http:
+            assert http.get("/v1/indexes").json()["data"] == []
+            assert http.get("/metrics").status_code == 200
+            assert_error(http.get("/v1/indexes/half"), 404, "name", "index_not_found")
+            created = http.post("/v1/indexes", json={"name": "half", "model": MODEL})
+            assert created.status_code == 200, created.text
+            assert [i["name"] for i in http.get("/v1/indexes").json()["data"]] == ["half"]
+        assert not (indexes / ".creating-gone-1234").exists()
+    finally:
+        again.stop()
+
+
+# --- 9. large $in -------------------------------------------------------------------------------------------------
+
+
+def test_in_with_ten_thousand_values(http):
+    name = new_index(http)
+    add(http, name, [{"id": f"d{i}", "text": f"doc {i}", "metadata": {"n": i, "s": f"v{i}"}} for i in range(30)])
+    numbers = list(range(5, 10_005, 1))[:10_000]
+    strings = [f"v{i}" for i in range(10_000)]
+    assert {h["id"] for h in query(http, name, query="doc", top_k=50, filter={"n": {"$in": numbers}})} == {
+        f"d{i}" for i in range(5, 30)
+    }
+    hits = query(http, name, query="doc", top_k=50, filter={"s": {"$nin": strings[:9_990]}, "n": {"$in": numbers}})
+    assert hits == []
+    too_many = http.post(f"/v1/indexes/{name}/query", json={"query": "doc", "filter": {"n": {"$in": numbers + [0]}}})
+    assert_error(too_many, 400, "filter", None)
+
+
+# --- 11. shutdown and HNSW counts ---------------------------------------------------------------------------------
+
+
+def test_a_broken_checkpoint_file_does_not_stop_the_others_at_shutdown(fresh):
+    with client(fresh) as http:
+        for name in ("first", "second", "third"):
+            http.post("/v1/indexes", json={"name": name, "model": MODEL}).raise_for_status()
+            add(http, name, [{"id": "a", "text": f"{name} text"}])
+    indexes = fresh.settings.data_dir / "indexes"
+    for name in ("first", "third"):
+        (indexes / name / "vectors.faiss").unlink(missing_ok=True)
+    (indexes / "second" / "vectors.faiss").unlink(missing_ok=True)
+    (indexes / "second" / "vectors.faiss").mkdir()  # an operator's mistake: a folder where the file goes
+    fresh.stop()
+    assert (indexes / "first" / "vectors.faiss").is_file() and (indexes / "third" / "vectors.faiss").is_file()
+    again = start_server(fresh.settings.data_dir)
+    try:
+        with client(again) as http:
+            for name in ("first", "second", "third"):
+                assert [h["id"] for h in query(http, name, query=f"{name} text")] == ["a"], name
+    finally:
+        again.stop()
+
+
+def test_hnsw_counts_agree_after_a_restart_that_followed_a_compaction(tmp_path: Path):
+    """The state concurrent deletes leave when one compacts while another deletes: the checkpoint written right
+    after the compaction holds a tombstone, so the deletions from before the compaction are not forgotten."""
+    import numpy as np
+
+    from indexes.catalog import IndexCatalog
+    from indexes.config import IndexConfig
+    from indexes.values import ChunkRecord, DocumentRecord
+
+    catalog = IndexCatalog(tmp_path)
+    catalog.create(IndexConfig(name="h", model=MODEL, dimensions=4, kind="hnsw"))
+    rng = np.random.default_rng(5)
+    with catalog.use("h") as store:
+        store.upsert([DocumentRecord(f"d{i}", "", {}, "x", [ChunkRecord(0, 0, rng.normal(size=4).astype("f4"))])
+                      for i in range(100)])  # fmt: skip
+        store.delete([f"d{i}" for i in range(30)])  # past 20%: compacted, and its checkpoint forgot them
+        stale = [(i, 1) for i in range(1, 31)]  # ... unless a delete raced in: then the log keeps them
+        store._db.execute("BEGIN")
+        store._db.conn.executemany("INSERT OR REPLACE INTO deleted_chunks VALUES (?, ?)", stale)
+        store._db.execute("COMMIT")
+        store.delete(["d30"])  # the racing delete: a tombstone in the checkpoint
+        assert store.stats().faiss_vectors == store.stats().vector_count == 69
+    catalog.close()
+    with IndexCatalog(tmp_path).use("h") as reopened:
+        stats = reopened.stats()
+        assert stats.faiss_vectors == stats.vector_count == 69
+        assert len(reopened.search(_search(100), np.ones((1, 4), "f4"), None)) == 69
+
+
+def _search(top_k: int):
+    from indexes.values import SearchRequest
+
+    return SearchRequest(top_k=top_k)
+
+
+def _wait(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+# --- 4. values beyond float32 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+def test_values_beyond_float32_are_refused(http, metric):
+    name = new_index(http, metric=metric)
+    vector = [0.0] * 384
+    add(http, name, [{"id": "normal", "text": "a normal document", "vector": [0.05] * 384}])
+    poisoned = {"id": "poison", "text": "x", "vector": [1e39, *vector[1:]]}
+    response = http.post(f"/v1/indexes/{name}/documents", json={"documents": [poisoned]})
+    assert_error(response, 400, "documents[0].vector", None)
+    assert_error(http.post(f"/v1/indexes/{name}/query", json={"vector": [-1e39] + vector[1:]}), 400, "vector", None)
+    assert_error(http.post(f"/v1/indexes/{name}/query", json={"query": "a", "min_score": 1e39}), 400, "min_score", None)
+    hits = query(http, name, query="a normal document")
+    assert [h["id"] for h in hits] == ["normal"] and all(isinstance(h["score"], float) for h in hits)
