@@ -3,6 +3,7 @@ before the fixes that these tests hold in place (issue 12's numbered points)."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import time
@@ -263,3 +264,123 @@ def test_values_beyond_float32_are_refused(http, metric):
     assert_error(http.post(f"/v1/indexes/{name}/query", json={"query": "a", "min_score": 1e39}), 400, "min_score", None)
     hits = query(http, name, query="a normal document")
     assert [h["id"] for h in hits] == ["normal"] and all(isinstance(h["score"], float) for h in hits)
+
+
+# --- 5. a cancelled job stays cancelled -----------------------------------------------------------------------------
+
+
+def test_a_job_cancelled_while_its_files_are_validated_stays_cancelled(fresh, monkeypatch):
+    from tests.test_fine_tuning import jsonl, training_lines
+
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url=f"{fresh.url}/v1", api_key="unused", max_retries=0)
+    upload = api.files.create(file=("train.jsonl", jsonl(training_lines())), purpose="fine-tune")
+    files = fresh.services.fine_tuning.files
+    gate = Gate()
+    monkeypatch.setattr(files, "lines", gate.wrap(files.lines))
+    job = api.fine_tuning.jobs.create(model=MODEL, training_file=upload.id, hyperparameters={"n_epochs": 1})
+    assert gate.entered.wait(60)  # the worker is reading the training file
+    assert api.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    gate.release.set()
+    # The worker runs one job at a time: once a later job is done, it is done with the cancelled one.
+    later = api.fine_tuning.jobs.create(model=MODEL, training_file=upload.id, hyperparameters={"n_epochs": 1})
+    _wait(lambda: api.fine_tuning.jobs.retrieve(later.id).status in ("succeeded", "failed"))
+    cancelled = api.fine_tuning.jobs.retrieve(job.id)
+    assert cancelled.status == "cancelled" and cancelled.fine_tuned_model is None
+    messages = [e.message for e in api.fine_tuning.jobs.list_events(job.id, limit=100).data]
+    assert not any("queued" in m or "started" in m for m in messages), messages
+    fresh.stop()
+    again = start_server(fresh.settings.data_dir)
+    try:
+        api = openai.OpenAI(base_url=f"{again.url}/v1", api_key="unused", max_retries=0)
+        probe = api.fine_tuning.jobs.create(model=MODEL, training_file=upload.id, hyperparameters={"n_epochs": 1})
+        _wait(lambda: api.fine_tuning.jobs.retrieve(probe.id).status in ("succeeded", "failed"))
+        assert api.fine_tuning.jobs.retrieve(job.id).status == "cancelled"  # and it did not run after the restart
+    finally:
+        again.stop()
+
+
+# --- 7. multipart uploads -------------------------------------------------------------------------------------------
+
+
+def test_a_huge_form_field_is_refused_and_never_echoed(http):
+    purpose = "fine-tune" + "x" * 200_000
+    response = http.post("/v1/files", files={"file": ("a.jsonl", b"{}\n")}, data={"purpose": purpose})
+    error = assert_error(response, 400, "purpose", None)
+    assert "xxxxxxxx" not in response.text and len(response.content) < 1000, error
+    wrong = http.post("/v1/files", files={"file": ("a.jsonl", b"{}\n")}, data={"purpose": "<script>alert(1)"})
+    assert_error(wrong, 400, "purpose", None)
+    assert "<script>" not in wrong.text
+
+
+def test_too_many_parts_is_a_400(http):
+    fields = {f"field{i}": "v" for i in range(17)}
+    response = http.post("/v1/files", files={"file": ("a.jsonl", b"{}\n")}, data={"purpose": "fine-tune", **fields})
+    assert_error(response, 400, "file", None)
+
+
+# --- 11. smaller ones ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("filename", "fallback"),
+    [("résumé 日本.jsonl", "r_sum_ __.jsonl"), ('evil"; filename="run.exe', "evil_; filename=_run.exe")],
+)
+def test_download_names_any_upload_filename_exactly(http, filename, fallback):
+    uploaded = http.post("/v1/files", files={"file": (filename, b"{}\n")}, data={"purpose": "user_data"}).json()
+    assert uploaded["filename"] == filename
+    response = http.get(f"/v1/files/{uploaded['id']}/content")
+    assert response.status_code == 200 and response.content == b"{}\n"
+    header = response.headers["content-disposition"]
+    assert header == f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+# --- 6. refuse quickly ----------------------------------------------------------------------------------------------
+
+
+def test_a_15_mb_input_is_refused_by_its_length(http):
+    huge = "word " * 3_000_000
+    for body, route, param in [
+        ({"model": MODEL, "input": huge}, "/v1/embeddings", "input"),
+        ({"model": MODEL, "input": ["short", huge]}, "/v1/embeddings", "input"),
+    ]:
+        error = assert_error(http.post(route, json=body), 400, param, None)
+        assert "15,000,000 characters" in error["message"] and "256 tokens" in error["message"]
+    name = new_index(http)
+    for mode in ("dense", "lexical", "hybrid"):
+        response = http.post(f"/v1/indexes/{name}/query", json={"query": huge, "mode": mode})
+        assert "characters" in assert_error(response, 400, "query", None)["message"]
+    assert http.get("/health").status_code == 200
+
+
+# --- 8. one in-flight bound for the whole process -------------------------------------------------------------------
+
+
+def half_sent(url: str, path: str) -> socket.socket:
+    """A request whose body never finishes arriving: it stays in flight until the socket closes."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: 100\r\n\r\n{{\"model\"".encode())  # fmt: skip
+    return sock
+
+
+def test_the_in_flight_bound_is_one_for_every_route(tmp_path: Path):
+    live = start_server(tmp_path, max_requests_in_flight=2)
+    try:
+        with client(live) as http:
+            http.post("/v1/indexes", json={"name": "held", "model": MODEL}).raise_for_status()
+            held = [half_sent(live.url, "/v1/embeddings"), half_sent(live.url, "/v1/indexes/held/query")]
+            try:
+                _wait(lambda: http.get("/v1/models").status_code == 429)  # a third route, refused
+                refused = http.get("/v1/indexes")
+                assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+                assert refused.json()["error"]["type"] == "rate_limit_error"
+                assert refused.json()["error"]["code"] == "too_many_requests"
+                assert http.get("/health").status_code == 200 and http.get("/metrics").status_code == 200
+            finally:
+                for sock in held:
+                    sock.close()
+            _wait(lambda: http.get("/v1/models").status_code == 200)
+    finally:
+        live.stop()

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from litestar import Request, Response, Router, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
-from multipart import MultipartSegment, ParserError, PushMultipartParser
+from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser
 
 from service.api.errors import error_responses
 from service.errors import InvalidRequest
 from service.finetune.files import FileRecord, FileStore, FileTooLarge
-from service.limits import MAX_FILES_PAGE_SIZE, MAX_UPLOAD_PARTS
+from service.limits import MAX_FILES_PAGE_SIZE, MAX_FORM_FIELD_BYTES, MAX_UPLOAD_PARTS
 from service.schemas import DeletedObject, FileList, FileObject
 
 Files = NamedDependency[FileStore]
@@ -24,6 +25,13 @@ def file_object(record: FileRecord) -> FileObject:
     return FileObject(
         id=record.id, bytes=record.bytes, created_at=record.created_at, filename=record.filename, purpose=record.purpose
     )
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266: an ASCII fallback (no quote, backslash or control character can end the parameter early) and the
+    exact name, UTF-8 and percent-encoded, as filename* (RFC 5987), which clients prefer."""
+    fallback = "".join(c if " " <= c < "\x7f" and c not in '"\\' else "_" for c in filename) or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _boundary(request: Request) -> str:
@@ -38,7 +46,7 @@ def _boundary(request: Request) -> str:
 async def upload_file(request: Request, files: Files) -> FileObject:
     """multipart/form-data with `file` and `purpose`. The file part is written to disk as it arrives."""
     file_id = files.new_id()
-    fields: dict[str, str] = {}
+    fields: dict[str, bytearray] = {}  # the other parts, each at most MAX_FORM_FIELD_BYTES
     filename: str | None = None
     written = 0
     out = None
@@ -63,7 +71,13 @@ async def upload_file(request: Request, files: Files) -> FileObject:
                                 )
                             out.write(part)
                         else:
-                            fields[segment.name] = fields.get(segment.name, "") + part.decode("utf-8", "replace")
+                            field = fields.setdefault(segment.name, bytearray())
+                            field += part
+                            if len(field) > MAX_FORM_FIELD_BYTES:
+                                raise InvalidRequest(
+                                    f"A form field other than 'file' is longer than {MAX_FORM_FIELD_BYTES} bytes.",
+                                    param="purpose" if segment.name == "purpose" else None,
+                                )
                     elif part is None:
                         segment = None
             if not parser.closed:
@@ -71,12 +85,15 @@ async def upload_file(request: Request, files: Files) -> FileObject:
         if out is None or filename is None:
             raise InvalidRequest("Missing required parameter: 'file'.", param="file")
         out.close()
-        purpose = fields.get("purpose")
+        purpose = fields.get("purpose", bytearray()).decode("utf-8", "replace")
         if not purpose:
             raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
         files.check_purpose(purpose)
         return file_object(await asyncio.to_thread(files.commit, file_id, filename, purpose))
-    except ParserError as exc:
+    except ParserLimitReached:
+        raise InvalidRequest(f"Too many parts or headers in the upload: at most {MAX_UPLOAD_PARTS} parts.",
+                             param="file") from None  # fmt: skip
+    except MultipartError as exc:  # the parser's own words describe the framing, never the content
         raise InvalidRequest(f"Invalid multipart/form-data: {exc}", param="file") from None
     finally:
         if out is not None and not out.closed:
@@ -115,7 +132,7 @@ async def file_content(file_id: FromPath[str], files: Files) -> Response:
     return Stream(
         files.chunks(record.id),
         media_type="application/octet-stream",
-        headers={"content-disposition": f'attachment; filename="{record.filename}"'},
+        headers={"content-disposition": content_disposition(record.filename)},
     )
 
 

@@ -19,6 +19,7 @@ from service.embeddings.onnx_bert import build_bert_graph
 from service.errors import InvalidRequest
 
 log = logging.getLogger("vsearch")
+INLINE_TOKENIZE_CHARS = 4096
 
 
 def cached_onnx_model(files: ModelFiles, cache_dir: Path) -> Path:
@@ -128,8 +129,8 @@ class LocalEmbedder:
     async def embed(
         self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
     ) -> EmbeddingResult:
-        # Tokenising thousands of texts takes milliseconds: keep large requests off the event loop too.
-        if len(inputs) <= 16:
+        # Tokenising a few short texts takes microseconds; anything larger runs off the event loop.
+        if len(inputs) <= 16 and sum(len(text) for text in inputs) <= INLINE_TOKENIZE_CHARS:
             framed = self._frame(inputs, truncate)
         else:
             framed = await asyncio.to_thread(self._frame, inputs, truncate)

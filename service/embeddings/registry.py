@@ -9,6 +9,10 @@ from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult
 from service.errors import InvalidRequest, ModelNotFound
 
 log = logging.getLogger("vsearch")
+# No text of N tokens is longer than N x 100 characters: WordPiece never makes a token of a word over 100
+# characters (it becomes one [UNK]). Only a text padded with long runs of spaces or such words could be, and
+# those are refused too, which is what lets a 15 MB input be refused without being tokenised.
+MAX_CHARS_PER_TOKEN = 100
 
 
 class EmbedderRegistry:
@@ -43,6 +47,21 @@ class EmbedderRegistry:
             )
         return dimensions
 
+    def max_input_chars(self, model_id: str) -> int:
+        return self.get(model_id).max_input_tokens * MAX_CHARS_PER_TOKEN
+
+    def check_lengths(self, model_id: str, texts: Sequence[EmbeddingInput], param: str = "input") -> None:
+        """Refuses, by length alone, a text longer than the model's window could hold."""
+        limit = self.max_input_chars(model_id)
+        for i, text in enumerate(texts):
+            if isinstance(text, str) and len(text) > limit:
+                tokens = self.get(model_id).max_input_tokens
+                raise InvalidRequest(
+                    f"This model's maximum context length is {tokens} tokens; input {i} has {len(text):,} "
+                    f"characters, more than {tokens} tokens can hold ({limit:,}). Please reduce your prompt.",
+                    param=param,
+                )
+
     async def embed(
         self,
         model_id: str,
@@ -51,6 +70,11 @@ class EmbedderRegistry:
         truncate: bool = False,
     ) -> EmbeddingResult:
         self.output_dimensions(model_id, dimensions)
+        if truncate:  # what lies past the window is cut anyway: never tokenise megabytes to throw them away
+            limit = self.max_input_chars(model_id)
+            inputs = [text[:limit] if isinstance(text, str) else text for text in inputs]
+        else:
+            self.check_lengths(model_id, inputs)
         result = await self.get(model_id).embed(inputs, dimensions, truncate)
         if self.on_embedded is not None:
             self.on_embedded(model_id, len(inputs))

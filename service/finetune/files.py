@@ -48,7 +48,7 @@ class FileStore:
     @staticmethod
     def check_purpose(purpose: str) -> None:
         if purpose not in UPLOAD_PURPOSES:
-            raise InvalidRequest(f"'{purpose}' is not one of {sorted(UPLOAD_PURPOSES)} - 'purpose'", param="purpose")
+            raise InvalidRequest(f"'purpose' must be one of {sorted(UPLOAD_PURPOSES)}.", param="purpose")
 
     def new_id(self) -> str:
         return f"file-{secrets.token_hex(12)}"

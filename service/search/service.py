@@ -295,6 +295,7 @@ class SearchService:
             tokens = 0
         else:
             texts = query.texts or []
+            self._registry.check_lengths(model, texts, param="query")  # every mode: lexical reads it too
             for i, text in enumerate(texts):
                 if not text.strip():
                     raise InvalidRequest(f"query {i} is empty.", param="query")
