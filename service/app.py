@@ -4,12 +4,13 @@ mapping, OpenAPI, lifespan), and the Edge around it all."""
 from __future__ import annotations
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from service.api.cache import cache_stats
-from service.api.edge import Edge
+from service.api.edge import Edge, EdgePolicy
 from service.api.embeddings import create_embeddings
 from service.api.errors import exception_to_response
 from service.api.files import files_router
@@ -54,6 +55,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Edge:
         on_startup=[services.start],
         on_shutdown=[services.stop],
         request_max_body_size=settings.limits.max_request_bytes,  # per route: uploads have their own limit
+        # Pages of allowed_origins may call the API (the edge refuses every other origin before this).
+        cors_config=CORSConfig(
+            allow_origins=settings.allowed_origins,
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        )
+        if settings.allowed_origins
+        else None,
         openapi_config=OpenAPIConfig(
             title="vsearch",
             version="0.1.0",
@@ -64,4 +73,4 @@ def create_app(settings: Settings, services: Services | None = None) -> Edge:
         logging_config=None,  # logging is the process's business (service/logs.py), not each app's
         debug=False,
     )
-    return Edge(router, settings.api_keys, settings.limits.max_requests_in_flight, services.metrics)
+    return Edge(router, EdgePolicy.of(settings), services.metrics)

@@ -32,6 +32,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     cache_max_entries: Annotated[int, Meta(ge=0)] = 1_000_000
     # Keys clients must send as "Authorization: Bearer KEY"; none means no authentication (loopback only).
     api_keys: list[str] = msgspec.field(default_factory=list)
+    # Host headers accepted besides the loopback names and the bound address ("*": any). A server bound to every
+    # address (0.0.0.0, ::) accepts any Host unless this is set.
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    # Web origins (scheme://host[:port]) whose pages may call the API, besides the server's own.
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
     # Request limits. In the TOML file and the environment they are top-level names (max_top_k,
     # VSEARCH_MAX_TOP_K), as every other setting.
     limits: Limits = Limits()
@@ -42,7 +47,12 @@ class ConfigError(Exception):
 
 
 _LIMITS = set(Limits.__struct_fields__)
-_LIST_FIELDS = {"api_keys": ",", "model_dirs": os.pathsep}  # how the environment writes a list
+_LIST_FIELDS = {
+    "api_keys": ",",
+    "model_dirs": os.pathsep,
+    "allowed_hosts": ",",
+    "allowed_origins": ",",
+}  # how the environment writes a list
 
 
 def _from_file(path: Path) -> dict[str, Any]:

@@ -74,6 +74,21 @@ class Unauthenticated(VsearchError):
     kind = ErrorKind.UNAUTHENTICATED
 
 
+class Forbidden(VsearchError):
+    kind = ErrorKind.FORBIDDEN
+    code = "forbidden"
+
+
+class UnsupportedMediaType(VsearchError):
+    kind = ErrorKind.UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+
+
+class InsufficientStorage(VsearchError):
+    kind = ErrorKind.INSUFFICIENT_STORAGE
+    code = "insufficient_storage"
+
+
 class RateLimited(VsearchError):
     kind = ErrorKind.RATE_LIMITED
     code = "too_many_requests"

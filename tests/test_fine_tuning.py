@@ -210,8 +210,11 @@ def test_files_api(openai_client, http):
     bad_purpose = http.post("/v1/files", files={"file": ("a.txt", b"x")}, data={"purpose": "nonsense"})
     assert_error(bad_purpose, 400, "purpose")
     assert_error(http.post("/v1/files", files={"file": ("a.txt", b"x")}), 400, "purpose")
-    assert_error(http.post("/v1/files", data={"purpose": "fine-tune"}), 400, "file")
-    assert_error(http.post("/v1/files", json={"purpose": "fine-tune"}), 400, "file")
+    no_file = http.post("/v1/files", files={"purpose": (None, "fine-tune")})
+    assert_error(no_file, 400, "file")
+    # Not multipart at all: refused by media type, before the route (a web page could send a form cross-site).
+    assert_error(http.post("/v1/files", data={"purpose": "fine-tune"}), 415, None, "unsupported_media_type")
+    assert_error(http.post("/v1/files", json={"purpose": "fine-tune"}), 415, None, "unsupported_media_type")
 
 
 def test_upload_size_limit(tmp_path: Path):

@@ -384,3 +384,55 @@ def test_the_in_flight_bound_is_one_for_every_route(tmp_path: Path):
             _wait(lambda: http.get("/v1/models").status_code == 200)
     finally:
         live.stop()
+
+
+# --- the keyless default cannot be driven from a web page -----------------------------------------------------------
+
+
+def test_a_web_page_cannot_drive_a_keyless_server(http, server):
+    name = new_index(http)
+    add(http, name, [{"id": "keep", "text": "do not delete me"}])
+    port = server.url.rsplit(":", 1)[1]
+    delete_all = b'{"filter": {}}'
+    # What a page on another site can send without a CORS preflight: text/plain, forms; and its Origin comes along.
+    as_text = http.post(f"/v1/indexes/{name}/documents/delete", content=delete_all,
+                        headers={"content-type": "text/plain", "origin": "https://evil.example"})  # fmt: skip
+    assert_error(as_text, 403, None, "origin_not_allowed")
+    no_origin = http.post(f"/v1/indexes/{name}/documents/delete", content=delete_all,
+                          headers={"content-type": "text/plain"})  # fmt: skip
+    assert_error(no_origin, 415, None, "unsupported_media_type")
+    form = http.post("/v1/files", files={"file": ("a.txt", b"x")}, data={"purpose": "user_data"},
+                     headers={"origin": "https://evil.example"})  # fmt: skip
+    assert_error(form, 403, None, "origin_not_allowed")
+    # DNS rebinding: attacker.example resolved to 127.0.0.1, the browser still says whose page it is.
+    rebound = http.get("/v1/indexes", headers={"host": f"attacker.example:{port}"})
+    assert_error(rebound, 400, None, "host_not_allowed")
+    assert http.get(f"/v1/indexes/{name}/documents/keep").status_code == 200
+    # The server's own pages (same origin), and clients that send no Origin, are served.
+    own = http.get("/v1/indexes", headers={"origin": server.url})
+    assert own.status_code == 200 and name in [i["name"] for i in own.json()["data"]]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        assert http.get("/health", headers={"host": host}).status_code == 200, host
+
+
+def test_allowed_origins_and_hosts_are_configurable(tmp_path: Path):
+    live = start_server(tmp_path, allowed_origins=["https://app.example"], allowed_hosts=["search.internal"])
+    try:
+        with client(live) as http:
+            port = live.url.rsplit(":", 1)[1]
+            assert http.get("/v1/models", headers={"host": f"search.internal:{port}"}).status_code == 200
+            assert http.get("/v1/models", headers={"host": f"other.internal:{port}"}).status_code == 400
+            preflight = http.options("/v1/embeddings", headers={
+                "origin": "https://app.example", "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type"})  # fmt: skip
+            assert preflight.status_code in (200, 204)
+            assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+            called = http.post("/v1/embeddings", json={"model": MODEL, "input": "hi"},
+                               headers={"origin": "https://app.example"})  # fmt: skip
+            assert called.status_code == 200
+            assert called.headers["access-control-allow-origin"] == "https://app.example"
+            other = http.post("/v1/embeddings", json={"model": MODEL, "input": "hi"},
+                              headers={"origin": "https://evil.example"})  # fmt: skip
+            assert_error(other, 403, None, "origin_not_allowed")
+    finally:
+        live.stop()

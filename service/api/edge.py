@@ -1,27 +1,80 @@
 """Edge: one ASGI layer around the whole app, outside the router, so it sees every request, known URL or not.
 
-In order: a request id (X-Request-Id, kept from the client if sent), then the API key check, then one
-process-wide bound on requests in flight; on the way out, one JSON access-log line and the route's metrics.
+In order: a request id (X-Request-Id, kept from the client if sent); the Host header (DNS rebinding) and the
+Origin (a web page on another site) must be allowed; then the API key; a body must be of the route's media type
+(JSON, or multipart for uploads: a page cannot send either cross-site without a preflight); then one
+process-wide bound on requests in flight. On the way out, one JSON access-log line and the route's metrics.
 Its refusals use the same error mapping and body as the routes (service/api/errors.py).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import describe
-from service.errors import RateLimited, Unauthenticated, VsearchError
+from service.config import Settings
+from service.errors import (
+    Forbidden,
+    InvalidRequest,
+    RateLimited,
+    Unauthenticated,
+    UnsupportedMediaType,
+    VsearchError,
+)
 from service.metrics import Metrics
 
 access_log = logging.getLogger("vsearch.access")
 OPEN_PATHS = frozenset({"/health", "/ready"})  # reachable without a key: liveness and readiness probes
 UNBOUNDED_PATHS = OPEN_PATHS | {"/metrics"}  # never refused for load: probes and scrapes must get through
+UPLOAD_PATHS = frozenset({"/v1/files"})  # multipart/form-data; every other body is JSON
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::", ""})
+
+
+class EdgePolicy(msgspec.Struct, frozen=True, kw_only=True):
+    api_keys: tuple[str, ...] = ()
+    max_in_flight: int = 256
+    allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES  # None: any Host
+    allowed_origins: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, settings: Settings) -> EdgePolicy:
+        hosts: frozenset[str] | None
+        if "*" in settings.allowed_hosts or (settings.host in WILDCARD_ADDRESSES and not settings.allowed_hosts):
+            hosts = None
+        else:
+            hosts = LOOPBACK_NAMES | {settings.host.strip("[]").lower()} | {h.lower() for h in settings.allowed_hosts}
+        return cls(
+            api_keys=tuple(settings.api_keys),
+            max_in_flight=settings.limits.max_requests_in_flight,
+            allowed_hosts=hosts,
+            allowed_origins=frozenset(origin.rstrip("/").lower() for origin in settings.allowed_origins),
+        )
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header, without its port ('[::1]:8000' -> '::1')."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def is_loopback(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -31,7 +84,7 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def check_api_key(keys: list[str], authorization: str | None) -> None:
+def check_api_key(keys: tuple[str, ...], authorization: str | None) -> None:
     """Raises Unauthenticated unless `authorization` carries one of `keys` (no keys: anyone may pass)."""
     if not keys:
         return
@@ -58,11 +111,50 @@ async def send_error(send: Send, error: VsearchError) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+def check_host(policy: EdgePolicy, host: str | None) -> None:
+    """DNS rebinding: a page on attacker.example that resolves to 127.0.0.1 still sends Host: attacker.example."""
+    if policy.allowed_hosts is None:
+        return
+    name = host_name(host or "")
+    if name not in policy.allowed_hosts and not is_loopback(name):
+        raise InvalidRequest(
+            "This Host is not served here. Set allowed_hosts (VSEARCH_ALLOWED_HOSTS) to the names clients use.",
+            code="host_not_allowed",
+        )
+
+
+def check_origin(policy: EdgePolicy, origin: str | None, host: str | None) -> None:
+    """A request from a web page carries its Origin: only the server's own pages and allowed_origins may call."""
+    if origin is None:
+        return
+    origin = origin.rstrip("/").lower()
+    parts = urlsplit(origin)
+    same_origin = parts.scheme in ("http", "https") and parts.netloc == (host or "").strip().lower()
+    if not same_origin and origin not in policy.allowed_origins:
+        raise Forbidden(
+            "Requests from this web origin are not allowed. Add it to allowed_origins (VSEARCH_ALLOWED_ORIGINS) "
+            "if its pages should call this API.",
+            code="origin_not_allowed",
+        )
+
+
+def check_media_type(scope: Scope) -> None:
+    """A body must be JSON (multipart for uploads); a body-less request (a cancel) needs no type."""
+    if scope["method"] not in ("POST", "PUT", "PATCH"):
+        return
+    length = header(scope, b"content-length")
+    if length in (None, "0") and header(scope, b"transfer-encoding") is None:
+        return
+    media_type = (header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+    wanted = "multipart/form-data" if scope["path"] in UPLOAD_PATHS else "application/json"
+    if media_type != wanted:
+        raise UnsupportedMediaType(f"Send the request body as {wanted} (Content-Type: {wanted}).")
+
+
 class Edge:
-    def __init__(self, app: ASGIApp, api_keys: list[str], max_in_flight: int, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, policy: EdgePolicy, metrics: Metrics) -> None:
         self.app = app
-        self.api_keys = api_keys
-        self.max_in_flight = max_in_flight
+        self.policy = policy
         self.metrics = metrics
         self.in_flight = 0
 
@@ -95,12 +187,16 @@ class Edge:
             )  # fmt: skip
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
+        path, policy = scope["path"], self.policy
         try:
+            host = header(scope, b"host")
+            check_host(policy, host)
+            check_origin(policy, header(scope, b"origin"), host)
             if path not in OPEN_PATHS:
-                check_api_key(self.api_keys, header(scope, b"authorization"))
-            if path not in UNBOUNDED_PATHS and self.in_flight >= self.max_in_flight:
-                raise RateLimited(f"Too many requests in flight (limit {self.max_in_flight}); retry shortly.")
+                check_api_key(policy.api_keys, header(scope, b"authorization"))
+            check_media_type(scope)
+            if path not in UNBOUNDED_PATHS and self.in_flight >= policy.max_in_flight:
+                raise RateLimited(f"Too many requests in flight (limit {policy.max_in_flight}); retry shortly.")
         except VsearchError as refusal:
             await send_error(send, refusal)
             return

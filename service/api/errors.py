@@ -46,6 +46,7 @@ TYPE_OF_KIND = {
 DESCRIPTIONS = {
     400: "Invalid request",
     401: "Missing or wrong API key (when keys are set)",
+    403: "A web origin that is not allowed",
     404: "Not found",
     409: "Already exists",
     413: "Request body or upload too large",
@@ -56,8 +57,8 @@ DESCRIPTIONS = {
     504: "The upstream embedding provider timed out",
     507: "No space left on the data dir's device",
 }
-# What the edge can answer on any route (keys, the in-flight bound): documented on every route.
-EDGE_STATUSES = (401, 429)
+# What the edge can answer on any route (Host, Origin, keys, the in-flight bound): documented on every route.
+EDGE_STATUSES = (400, 401, 403, 429)
 
 
 def error_responses(*statuses: int, edge: bool = True) -> dict[int, ResponseSpec]:
