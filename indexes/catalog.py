@@ -10,6 +10,7 @@ and only stores nobody is using are closed to make room.
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import sqlite3
@@ -17,10 +18,11 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -30,17 +32,48 @@ from indexes.store import DATABASE, IndexStore
 
 log = logging.getLogger("vsearch")
 CREATING, DELETING = ".creating-", ".deleting-"
+T = TypeVar("T")
 
 
-def is_complete(folder: Path) -> bool:
-    """Whether `folder` holds an index whose creation finished (its config is recorded)."""
-    if not (folder / DATABASE).is_file():
-        return False
+def close_quietly(store: IndexStore) -> None:
+    """Checkpoint and close; a failed checkpoint is logged (the store is closed all the same, and the next open
+    catches its FAISS index up from SQLite)."""
     try:
-        with sqlite3.connect(f"file:{folder / DATABASE}?mode=ro", uri=True) as db:
-            return db.execute("SELECT 1 FROM meta WHERE key = 'config'").fetchone() is not None
-    except sqlite3.Error:
-        return False
+        store.close()
+    except Exception:
+        log.exception("could not checkpoint index %s; it will be caught up from SQLite", store.config.name)
+
+
+def out_of_descriptors(exc: BaseException) -> bool:
+    """EMFILE/ENFILE, as the OS says it, or as SQLite does (it cannot open a file it knows is there)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.EMFILE, errno.ENFILE)
+    return (
+        isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN
+    )
+
+
+FolderState = Literal["absent", "incomplete", "complete", "damaged"]
+
+
+def folder_state(folder: Path) -> FolderState:
+    """complete: an index whose creation finished (its config is recorded); incomplete: a create that stopped
+    before that (no tables yet); damaged: not an SQLite database. Being out of file descriptors is not an answer:
+    that error is raised."""
+    path = folder / DATABASE
+    if not path.is_file():
+        return "absent"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+            return "incomplete"
+        return "complete" if db.execute("SELECT 1 FROM meta WHERE key = 'config'").fetchone() else "incomplete"
+    except sqlite3.DatabaseError as exc:
+        if out_of_descriptors(exc):
+            raise
+        return "damaged"
+    finally:
+        db.close()
 
 
 @dataclass
@@ -75,17 +108,22 @@ class IndexCatalog:
         config = msgspec.structs.replace(config, created_at=int(time.time()))
         with self._lock:
             folder = self._folder(config.name)
+            state = self._with_descriptors(lambda: folder_state(folder))
+            if state in ("complete", "damaged"):
+                raise IndexExists(config.name)
             if folder.exists():
-                if is_complete(folder):
-                    raise IndexExists(config.name)
                 log.warning("index folder %s is incomplete (an interrupted create): replacing it", folder)
                 self._set_aside(folder)
-            staging = self.root / f"{CREATING}{config.name}-{uuid.uuid4().hex[:8]}"
-            try:
-                IndexStore(staging, config).close()
-                staging.rename(folder)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+
+            def build() -> None:
+                staging = self.root / f"{CREATING}{config.name}-{uuid.uuid4().hex[:8]}"  # fresh for each try
+                try:
+                    IndexStore(staging, config).close()
+                    staging.rename(folder)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+
+            self._with_descriptors(build)
 
     @contextmanager
     def use(self, name: str) -> Iterator[IndexStore]:
@@ -108,34 +146,61 @@ class IndexCatalog:
         with self._lock:
             entry = self._open.get(name)
             if entry is None:
-                entry = self._open[name] = _Open(self._load(name))
+                entry = self._open[name] = _Open(self._with_descriptors(lambda: self._load(name)))
             entry.users += 1
             self._open.move_to_end(name)
             idle = [n for n, e in self._open.items() if e.users == 0][: max(0, len(self._open) - self.max_open)]
             evicted = [self._open.pop(n).store for n in idle]
         for store in evicted:  # outside the lock: closing checkpoints
-            store.close()
+            close_quietly(store)
         return entry.store
+
+    def _with_descriptors(self, work: Callable[[], T]) -> T:
+        """`work()`; if the process is out of file descriptors, close every index nobody uses and try once more.
+        (Called under the catalog lock, so no index is acquired meanwhile.)"""
+        try:
+            return work()
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not out_of_descriptors(exc):
+                raise
+            idle = [name for name, entry in self._open.items() if entry.users == 0]
+            log.warning("out of file descriptors: closing %d idle indexes", len(idle))
+            for name in idle:  # no checkpoint: writing one needs a descriptor; SQLite catches FAISS up on open
+                self._open.pop(name).store.close(checkpoint=False)
+            return work()
 
     def _load(self, name: str) -> IndexStore:
         folder = self._folder(name)
-        if not is_complete(folder):
+        state = folder_state(folder)
+        if state in ("absent", "incomplete"):
             raise IndexNotFound(name)
+        if state == "damaged":
+            raise IndexUnavailable(name, f"{folder / DATABASE} is not an SQLite database")
         try:
             return IndexStore(folder)
-        except OSError as exc:  # out of file descriptors, or a disk that will not read
-            raise IndexUnavailable(name, str(exc)) from exc
+        except (OSError, sqlite3.OperationalError) as exc:
+            if out_of_descriptors(exc):
+                raise  # for _with_descriptors
+            if isinstance(exc, OSError):  # a disk that will not read
+                raise IndexUnavailable(name, str(exc)) from exc
+            log.exception("index %s could not be opened", name)
+            raise IndexUnavailable(name, f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:  # a damaged index must not take the others down with it
             log.exception("index %s could not be opened", name)
             raise IndexUnavailable(name, f"{type(exc).__name__}: {exc}") from exc
 
     def names(self) -> list[str]:
-        """The complete indexes, by name; incomplete folders are skipped (and logged once)."""
+        """The indexes, by name (damaged ones too: they are named in errors, and can be deleted); incomplete
+        folders are skipped, and logged once."""
+        with self._lock:
+            return self._with_descriptors(self._scan)
+
+    def _scan(self) -> list[str]:
         names = []
         for folder in sorted(self.root.iterdir()):
             if folder.name.startswith(".") or not folder.is_dir():
                 continue
-            if folder.name in self._open or is_complete(folder):
+            if folder.name in self._open or folder_state(folder) in ("complete", "damaged"):
                 names.append(folder.name)
             elif folder.name not in self._reported:
                 self._reported.add(folder.name)
@@ -145,7 +210,7 @@ class IndexCatalog:
     def delete(self, name: str) -> None:
         with self._lock:
             folder = self._folder(name)
-            if not is_complete(folder):
+            if self._with_descriptors(lambda: folder_state(folder)) in ("absent", "incomplete"):
                 raise IndexNotFound(name)
             entry = self._open.pop(name, None)
             if entry is not None:
@@ -158,7 +223,4 @@ class IndexCatalog:
             stores = [entry.store for entry in self._open.values()]
             self._open.clear()
         for store in stores:
-            try:
-                store.close()
-            except Exception:  # closed all the same: the next open catches up from SQLite
-                log.exception("could not checkpoint index %s; it will be caught up from SQLite", store.config.name)
+            close_quietly(store)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
+import resource
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -38,10 +41,23 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelNotInstalled as exc:
         print(f"vsearch: {exc}", file=sys.stderr)
         return 2
+    except (OSError, sqlite3.Error) as exc:
+        print(f"vsearch: cannot use the data dir {settings.data_dir}: {exc}", file=sys.stderr)
+        return 2
+    _raise_open_files_limit()
     configure_logging(args.log_level)
     # On SIGTERM uvicorn stops accepting, lets requests in flight finish, then the app checkpoints its indexes.
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Each open index holds a few file descriptors: take the hard limit the system allows, not the soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _is_loopback(host: str) -> bool:

@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     inference_threads: Annotated[int, Meta(ge=0)] = 0
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
     cache_max_entries: Annotated[int, Meta(ge=0)] = 1_000_000
+    # Indexes kept open at once (about 4 file descriptors each); idle ones beyond are closed, least recent first.
+    max_open_indexes: Annotated[int, Meta(ge=1)] = 128
     # Keys clients must send as "Authorization: Bearer KEY"; none means no authentication (loopback only).
     api_keys: list[str] = msgspec.field(default_factory=list)
     # Host headers accepted besides the loopback names and the bound address ("*": any). A server bound to every

@@ -3,8 +3,10 @@ terms), its OpenAI `code` and the `param` at fault; service/api/errors.py turns 
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
+import sqlite3
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
@@ -133,6 +135,18 @@ class UpstreamRateLimited(VsearchError):
 
 class ModelNotInstalled(Exception):
     """The bundled model's package is missing or damaged: a start-up problem, not a request error."""
+
+
+def from_system_error(exc: BaseException) -> VsearchError | None:
+    """A machine running out of something, in the caller's terms (None for anything else: a bug)."""
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    )
+    if full:
+        return InsufficientStorage("No space left on device: the server could not store this request's data.")
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        return Unavailable("The server is out of file descriptors; retry shortly.", code="out_of_descriptors")
+    return None
 
 
 def from_store_error(exc: IndexStoreError) -> VsearchError:

@@ -86,7 +86,7 @@ def build_services(settings: Settings) -> Services:
     cache = EmbeddingCache(data / "cache" / "embeddings.sqlite", settings.cache_max_entries)
     registry, providers = build_registry(settings, cache)
     registry.on_embedded = metrics.count_embedded
-    search = SearchService(IndexCatalog(data / "indexes"), registry, settings.limits)
+    search = SearchService(IndexCatalog(data / "indexes", settings.max_open_indexes), registry, settings.limits)
     files = FileStore(data / "files", settings.limits.max_upload_bytes)
     fine_tuning = FineTuningService(
         JobStore(data / "finetune" / "jobs.sqlite"), files, registry, search, data / "finetune" / "adapters"

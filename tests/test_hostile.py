@@ -3,8 +3,12 @@ before the fixes that these tests hold in place (issue 12's numbered points)."""
 
 from __future__ import annotations
 
+import errno
+import resource
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -138,6 +142,9 @@ def test_a_damaged_index_never_takes_down_the_listing_or_metrics(fresh):
             assert http.get("/metrics").status_code == 200
             assert_error(http.get("/v1/indexes/bad"), 503, "name", "index_unavailable")
             assert http.get("/v1/indexes/good").status_code == 200
+            assert_error(http.post("/v1/indexes", json={"name": "bad", "model": MODEL}), 409, "name", "index_exists")
+            assert http.delete("/v1/indexes/bad").status_code == 200  # what an operator does with it
+            assert http.post("/v1/indexes", json={"name": "bad", "model": MODEL}).status_code == 200
     finally:
         again.stop()
 
@@ -436,3 +443,89 @@ def test_allowed_origins_and_hosts_are_configurable(tmp_path: Path):
             assert_error(other, 403, None, "origin_not_allowed")
     finally:
         live.stop()
+
+
+# --- 10. file descriptors -------------------------------------------------------------------------------------------
+
+
+def serve_process(data_dir: Path, port: int, open_files: int | None = None, stderr: int = subprocess.DEVNULL):
+    """`vsearch serve` in a process of its own (optionally with `ulimit -n open_files`, soft and hard). Its log
+    goes nowhere unless asked for, then the caller must read it (a full pipe would stop the server)."""
+
+    def limit() -> None:  # noqa: D401
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
+    command = [sys.executable, "-m", "service", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=limit, text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_many_indexes_under_a_low_open_files_limit(tmp_path: Path):
+    port = free_port()
+    process = serve_process(tmp_path, port, 256)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            _wait(lambda: _answers(http), timeout=120)
+            vector = [0.05] * 384
+            statuses = []
+            for i in range(100):  # about 4 descriptors each if all stayed open: well past 256
+                name = f"many-{i}"
+                statuses.append(http.post("/v1/indexes", json={"name": name, "model": MODEL}).status_code)
+                documents = [{"id": "a", "text": "a", "vector": vector}]
+                statuses.append(http.post(f"/v1/indexes/{name}/documents", json={"documents": documents}).status_code)
+                statuses.append(http.post(f"/v1/indexes/{name}/query", json={"vector": vector}).status_code)
+            assert set(statuses) == {200}, sorted(set(statuses))
+            assert len(http.get("/v1/indexes").json()["data"]) == 100
+            assert http.get("/metrics").status_code == 200
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _answers(http: httpx.Client) -> bool:
+    try:
+        return http.get("/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+# --- 11. disk full, and a data dir that cannot be used ------------------------------------------------------------
+
+
+def disk_full_errors() -> list[Exception]:
+    sqlite_full = sqlite3.OperationalError("database or disk is full")
+    sqlite_full.sqlite_errorcode = sqlite3.SQLITE_FULL  # as sqlite3 sets it
+    return [OSError(errno.ENOSPC, "No space left on device"), sqlite_full]
+
+
+@pytest.mark.parametrize("error", disk_full_errors(), ids=["ENOSPC", "SQLITE_FULL"])
+def test_disk_full_is_a_507_that_says_so(fresh, monkeypatch, error):
+    from indexes.store import IndexStore
+
+    with client(fresh) as http:
+        name = new_index(http)
+
+        def full(*args, **kwargs):
+            raise error
+
+        monkeypatch.setattr(IndexStore, "upsert", full)
+        response = http.post(f"/v1/indexes/{name}/documents", json={"documents": [{"id": "a", "text": "a"}]})
+        assert response.status_code == 507 and set(response.json()["error"]) == {"message", "type", "param", "code"}
+        assert "no space left on device" in response.json()["error"]["message"].lower()
+        monkeypatch.undo()
+        assert http.post(f"/v1/indexes/{name}/documents", json={"documents": [{"id": "a", "text": "a"}]}).is_success
+
+
+def test_an_unusable_data_dir_is_one_clear_line(tmp_path: Path):
+    (tmp_path / "file").write_text("not a folder")
+    process = serve_process(tmp_path / "file" / "data", free_port(), stderr=subprocess.PIPE)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert stderr.strip().count("\n") == 0 and "cannot use the data dir" in stderr and "Traceback" not in stderr

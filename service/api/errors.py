@@ -16,7 +16,7 @@ from litestar.exceptions import (
 )
 from litestar.openapi.datastructures import ResponseSpec
 
-from service.errors import ErrorKind, RateLimited, UpstreamRejected, VsearchError
+from service.errors import ErrorKind, RateLimited, UpstreamRejected, VsearchError, from_system_error
 from service.schemas import ErrorBody, ErrorResponse
 
 log = logging.getLogger("vsearch")
@@ -132,6 +132,9 @@ def exception_to_response(request: Request, exc: Exception) -> Response[ErrorRes
     elif isinstance(exc, UnicodeDecodeError):  # msgspec meets a string that is not UTF-8
         status, body = 400, error_response("The request body is not valid UTF-8.", "invalid_request_error",
                                            None, None)  # fmt: skip
+    elif (system := from_system_error(exc)) is not None:  # disk full, out of descriptors
+        log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        status, body = describe(system)
     else:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         status, body = 500, error_response("The server had an error while processing your request.",
