@@ -529,3 +529,36 @@ def test_an_unusable_data_dir_is_one_clear_line(tmp_path: Path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2
     assert stderr.strip().count("\n") == 0 and "cannot use the data dir" in stderr and "Traceback" not in stderr
+
+
+# --- 11. fine-tuning input ------------------------------------------------------------------------------------------
+
+
+def test_batch_size_one_is_refused_when_the_job_is_created(http):
+    body = {"model": MODEL, "training_file": "file-x", "hyperparameters": {"batch_size": 1}}
+    assert_error(http.post("/v1/fine_tuning/jobs", json=body), 400, "hyperparameters.batch_size", None)
+    method = {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 1}}}
+    body = {"model": MODEL, "training_file": "file-x", "method": method}
+    assert_error(http.post("/v1/fine_tuning/jobs", json=body), 400, "method.supervised.hyperparameters.batch_size")
+
+
+@pytest.mark.parametrize(
+    ("method", "bad_line", "words"),
+    [
+        ("supervised", {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]},
+                                     {"role": "assistant", "content": "a"}]}, "'text' must be a string"),
+        ("supervised", {"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "a"}]},
+         "'content' must be a string"),
+        ("dpo", {"query": "a question", "positive": "its answer"}, "a dpo job needs preference examples"),
+    ],
+)  # fmt: skip
+def test_bad_training_lines_fail_validation_not_the_server(openai_client, method, bad_line, words):
+    from tests.test_fine_tuning import jsonl, training_lines, wait_for
+
+    lines = [line for line in training_lines() if method != "dpo" or "preferred_output" in line] * 3
+    lines[1] = bad_line
+    upload = openai_client.files.create(file=("t.jsonl", jsonl(lines)), purpose="fine-tune")
+    job = openai_client.fine_tuning.jobs.create(model=MODEL, training_file=upload.id, method={"type": method})
+    failed = wait_for(openai_client, job.id, {"failed", "succeeded"})
+    assert failed.status == "failed" and failed.error.code == "invalid_training_file", failed.error
+    assert failed.error.param == "training_file" and "line 2" in failed.error.message and words in failed.error.message

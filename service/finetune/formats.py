@@ -29,21 +29,29 @@ class TrainingFileError(Exception):
         return f"invalid_{self.param}"  # invalid_training_file, invalid_validation_file
 
 
-def _text(content: Any) -> str:
-    """A message's content: a string, or OpenAI's list of parts ({"type": "text", "text": ...})."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
+def _text(content: Any, line: int) -> str:
+    """A message's content: a string, or OpenAI's list of parts ({"type": "text", "text": "..."})."""
+    if isinstance(content, str) or content is None:
+        return content or ""
+    if not isinstance(content, list):
+        raise TrainingFileError("a message's 'content' must be a string or an array of content parts", line)
+    texts = []
+    for part in content:
+        if not isinstance(part, dict):
+            raise TrainingFileError("a content part must be an object", line)
+        if part.get("type") == "text":
+            if not isinstance(part.get("text"), str):
+                raise TrainingFileError("a text content part's 'text' must be a string", line)
+            texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def _last(messages: Any, role: str, line: int) -> str:
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise TrainingFileError("'messages' must be an array of message objects", line)
     for message in reversed(messages):
-        if message.get("role") == role and _text(message.get("content")).strip():
-            return _text(message["content"])
+        if message.get("role") == role and (text := _text(message.get("content"), line)).strip():
+            return text
     raise TrainingFileError(f"no {role} message", line)
 
 
@@ -80,7 +88,9 @@ def _plain(record: dict, line: int) -> Example:
     return Example(query, positive, negatives)
 
 
-def parse_examples(lines: Iterable[bytes], minimum: int = MIN_EXAMPLES) -> list[Example]:
+def parse_examples(lines: Iterable[bytes], minimum: int = MIN_EXAMPLES, method: str = "supervised") -> list[Example]:
+    """Every line's example; a dpo job takes preference examples only (their non-preferred output is the
+    negative), a supervised one any of the three formats."""
     examples = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -91,6 +101,10 @@ def parse_examples(lines: Iterable[bytes], minimum: int = MIN_EXAMPLES) -> list[
             raise TrainingFileError("not valid JSON", number) from None
         if not isinstance(record, dict):
             raise TrainingFileError("expected a JSON object", number)
+        if method == "dpo" and "preferred_output" not in record:
+            raise TrainingFileError(
+                "a dpo job needs preference examples ('input', 'preferred_output', 'non_preferred_output')", number
+            )
         if "messages" in record:
             examples.append(_chat(record, number))
         elif "preferred_output" in record:

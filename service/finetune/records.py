@@ -17,7 +17,8 @@ EventType = Literal["message", "metrics"]
 class Hyperparameters(Struct, forbid_unknown_fields=True, kw_only=True):
     """As asked ("auto" where not given); once the job runs, the values it used."""
 
-    batch_size: Auto | Annotated[int, Meta(ge=1, le=256)] = "auto"
+    # At least 2: the adapter learns by telling each query's passage from the others in its batch.
+    batch_size: Auto | Annotated[int, Meta(ge=2, le=256)] = "auto"
     learning_rate_multiplier: Auto | Annotated[float, Meta(gt=0, le=100)] = "auto"
     n_epochs: Auto | Annotated[int, Meta(ge=1, le=200)] = "auto"
     # dpo only; accepted and recorded, not used by the trainer (README). Absent unless given.

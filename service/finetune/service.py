@@ -287,15 +287,16 @@ class FineTuningService:
         await asyncio.to_thread(self._publish, job, weights, progress.rows, tokens * progress.config.epochs)
 
     def _read_files(self, job: FineTuningJob) -> tuple[list[Example], list[Example]]:
-        examples = self._read_examples(job.training_file, MIN_TRAINING_EXAMPLES, "training_file")
+        method = job.method.type
+        examples = self._read_examples(job.training_file, MIN_TRAINING_EXAMPLES, method, "training_file")
         validation = []
         if job.validation_file:
-            validation = self._read_examples(job.validation_file, MIN_VALIDATION_EXAMPLES, "validation_file")
+            validation = self._read_examples(job.validation_file, MIN_VALIDATION_EXAMPLES, method, "validation_file")
         return examples, validation
 
-    def _read_examples(self, file_id: str, minimum: int, param: str) -> list[Example]:
+    def _read_examples(self, file_id: str, minimum: int, method: str, param: str) -> list[Example]:
         try:
-            return parse_examples(self.files.lines(file_id), minimum)
+            return parse_examples(self.files.lines(file_id), minimum, method)
         except TrainingFileError as exc:
             raise TrainingFileError(f"{file_id}: {exc}", param=param) from None
 
