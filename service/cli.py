@@ -47,7 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
     _raise_open_files_limit()
     configure_logging(args.log_level)
     # On SIGTERM uvicorn stops accepting, lets requests in flight finish, then the app checkpoints its indexes.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                timeout_graceful_shutdown=settings.shutdown_grace_s)  # fmt: skip
     return 0
 
 

@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     cache_max_entries: Annotated[int, Meta(ge=0)] = 1_000_000
     # Indexes kept open at once (about 4 file descriptors each); idle ones beyond are closed, least recent first.
     max_open_indexes: Annotated[int, Meta(ge=1)] = 128
+    # On SIGTERM: how long requests in flight may run on; those still running then are answered 503.
+    shutdown_grace_s: Annotated[float, Meta(ge=0)] = 30.0
     # Keys clients must send as "Authorization: Bearer KEY"; none means no authentication (loopback only).
     api_keys: list[str] = msgspec.field(default_factory=list)
     # Host headers accepted besides the loopback names and the bound address ("*": any). A server bound to every

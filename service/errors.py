@@ -105,6 +105,10 @@ class Unavailable(VsearchError):
     code = "unavailable"
 
 
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
+
+
 class UpstreamRejected(VsearchError):
     """The upstream answered a 4xx that retrying cannot fix; the caller gets the same status."""
 

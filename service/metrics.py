@@ -27,6 +27,7 @@ class _StateCollector(Collector):
             "vsearch_embedding_cache_misses": "Inputs the embedding cache did not have since start",
             "vsearch_embedding_cache_entries": "Entries in the embedding cache",
             "vsearch_fine_tuning_jobs": "Fine-tuning jobs by status",
+            "vsearch_http_requests_in_flight": "Requests being served now (those the in-flight bound counts)",
         }
         for name, samples in self.read().items():
             labels = sorted(samples[0][0]) if samples else []

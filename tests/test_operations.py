@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import signal
 import socket
 import struct
@@ -160,34 +161,60 @@ def test_non_loopback_without_keys_refuses_to_start(tmp_path: Path):
     assert result.returncode == 2 and "without API keys" in result.stderr and "--insecure" in result.stderr
 
 
-def test_sigterm_drains_requests_and_checkpoints(tmp_path: Path):
+def serve(data_dir: Path, **environ: str) -> tuple[subprocess.Popen, str]:
+    """`vsearch serve` as a process (settings from VSEARCH_* variables), once it answers."""
     port = free_port()
+    command = [sys.executable, "-m", "service", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    env = {**os.environ, **{f"VSEARCH_{key.upper()}": value for key, value in environ.items()}}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "service", "serve", "--port", str(port), "--data-dir", str(tmp_path)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until(lambda: answers(url), "the server to start")
+    return process, url
+
+
+def answers(url: str) -> bool:
     try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/health")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        return httpx.get(f"{url}/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def in_flight(url: str) -> float:
+    """The server's own count of requests being served (from /metrics, which it does not count)."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("vsearch_http_requests_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("no in-flight gauge")
+
+
+def wait_until(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.05)
+
+
+def long_embedding_request(url: str, inputs: int, result: dict) -> threading.Thread:
+    body = {"model": MODEL, "input": [" ".join(["word"] * 240)] * inputs}
+    thread = threading.Thread(target=lambda: result.update(response=httpx.post(f"{url}/v1/embeddings", json=body,
+                                                                              timeout=600)))  # fmt: skip
+    thread.start()
+    wait_until(lambda: in_flight(url) >= 1, "the request to be in flight")
+    return thread
+
+
+def test_sigterm_drains_requests_and_checkpoints(tmp_path: Path):
+    process, url = serve(tmp_path, shutdown_grace_s="600")  # as long as a loaded machine may need
+    try:
         httpx.post(f"{url}/v1/indexes", json={"name": "term", "model": MODEL}).raise_for_status()
         docs = [{"id": f"t{i}", "text": f"text {i}"} for i in range(50)]
         httpx.post(f"{url}/v1/indexes/term/documents", json={"documents": docs}, timeout=60).raise_for_status()
         slow: dict = {}
-
-        def long_request() -> None:
-            body = {"model": MODEL, "input": [" ".join(["word"] * 240)] * 200}
-            slow["response"] = httpx.post(f"{url}/v1/embeddings", json=body, timeout=120)
-
-        thread = threading.Thread(target=long_request)
-        thread.start()
-        time.sleep(0.5)  # the request is being served
+        thread = long_embedding_request(url, 200, slow)
         process.send_signal(signal.SIGTERM)
-        thread.join(timeout=120)
+        thread.join(timeout=600)
         # uvicorn finishes the requests in flight, runs the shutdown hooks, then re-raises SIGTERM.
-        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert process.wait(timeout=600) in (0, -signal.SIGTERM)
     finally:
         process.kill()
     assert slow["response"].status_code == 200 and len(slow["response"].json()["data"]) == 200
@@ -197,6 +224,22 @@ def test_sigterm_drains_requests_and_checkpoints(tmp_path: Path):
 
     with sqlite3.connect(tmp_path / "indexes" / "term" / "index.sqlite") as db:
         assert seq == int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+
+
+def test_a_request_cut_off_by_the_shutdown_grace_gets_a_503(tmp_path: Path):
+    process, url = serve(tmp_path, shutdown_grace_s="0.2")
+    try:
+        cut: dict = {}
+        thread = long_embedding_request(url, 2000, cut)  # minutes of work: still running when the grace ends
+        process.send_signal(signal.SIGTERM)
+        thread.join(timeout=600)
+        assert process.wait(timeout=600) in (0, -signal.SIGTERM)
+    finally:
+        process.kill()
+    response = cut["response"]
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "shutting_down" and error["type"] == "server_error" and set(error) >= {"message", "param"}
 
 
 def test_crash_safety_under_sigkill():

@@ -9,6 +9,7 @@ Its refusals use the same error mapping and body as the routes (service/api/erro
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -25,6 +26,7 @@ from service.errors import (
     Forbidden,
     InvalidRequest,
     RateLimited,
+    ShuttingDown,
     Unauthenticated,
     UnsupportedMediaType,
     VsearchError,
@@ -156,7 +158,8 @@ class Edge:
         self.app = app
         self.policy = policy
         self.metrics = metrics
-        self.in_flight = 0
+        self.in_flight = 0  # requests counted against the bound (not probes or scrapes)
+        metrics.watch(lambda: {"vsearch_http_requests_in_flight": [({}, self.in_flight)]})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan: straight to the app
@@ -164,7 +167,7 @@ class Edge:
             return
         request_id = (header(scope, b"x-request-id") or uuid.uuid4().hex)[:64]
         scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
+        status = 0  # until a response starts
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
@@ -176,14 +179,21 @@ class Edge:
 
         try:
             await self._admit(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # The server's shutdown grace ran out while this request ran. Say so in OpenAI's shape rather than
+            # leave the server to send a plain-text 500; then end normally, so that the answer is sent whole.
+            if status:
+                raise
+            await send_error(send_with_id, ShuttingDown(
+                "The server is shutting down and could not finish this request in time; send it again."))  # fmt: skip
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"  # set by the router on this same scope
-            self.metrics.observe_request(scope["method"], route, status, elapsed)
+            self.metrics.observe_request(scope["method"], route, status or 500, elapsed)
             access_log.info(
                 "request",
                 extra={"request_id": request_id, "method": scope["method"], "path": scope["path"], "route": route,
-                       "status": status, "duration_ms": round(elapsed * 1000, 2)},
+                       "status": status or 500, "duration_ms": round(elapsed * 1000, 2)},
             )  # fmt: skip
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
