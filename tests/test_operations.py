@@ -250,6 +250,14 @@ def test_crash_safety_under_sigkill():
         assert result["sqlite_vectors"] == result["faiss_vectors"] >= result["acknowledged"]
 
 
+def test_index_create_and_delete_survive_sigkill():
+    results = load_script("crash_test").lifecycle_rounds(rounds=3, seed=7, log=lambda line: None)
+    assert len(results) == 3
+    for result in results:
+        assert result["broken"] == result["missing"] == result["resurrected"] == result["empty"] == []
+        assert result["unqueryable"] == []
+
+
 def test_schemathesis_finds_no_server_errors(server, tmp_path: Path):
     """A bounded fuzzing run over every operation of the live OpenAPI schema: no 5xx, responses match it."""
     httpx.post(f"{server.url}/v1/indexes", json={"name": "fuzz", "model": MODEL})
