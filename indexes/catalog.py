@@ -83,7 +83,7 @@ class _Open:
 
 
 class IndexCatalog:
-    def __init__(self, root: Path, max_open: int = 256) -> None:
+    def __init__(self, root: Path, max_open: int = 128) -> None:
         self.root = root
         self.max_open = max_open
         root.mkdir(parents=True, exist_ok=True)

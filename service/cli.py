@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import os
 import resource
 import sqlite3
@@ -19,6 +18,7 @@ from service.logs import configure_logging
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.api.edge import is_loopback
     from service.app import create_app
 
     try:
@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"vsearch: {exc}", file=sys.stderr)
         return 2
-    if not settings.api_keys and not _is_loopback(settings.host) and not args.insecure:
+    if not settings.api_keys and not is_loopback(settings.host) and not args.insecure:
         print(
             f"vsearch: refusing to listen on {settings.host} without API keys: anyone who can reach it could use it. "
             "Set VSEARCH_API_KEYS (or api_keys in the config file), or pass --insecure if something in front of "
@@ -59,15 +59,6 @@ def _raise_open_files_limit() -> None:
     if soft < wanted:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _ingest(args: argparse.Namespace) -> int:

@@ -37,14 +37,13 @@ access_log = logging.getLogger("vsearch.access")
 OPEN_PATHS = frozenset({"/health", "/ready"})  # reachable without a key: liveness and readiness probes
 UNBOUNDED_PATHS = OPEN_PATHS | {"/metrics"}  # never refused for load: probes and scrapes must get through
 UPLOAD_PATHS = frozenset({"/v1/files"})  # multipart/form-data; every other body is JSON
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::", ""})
 
 
 class EdgePolicy(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: tuple[str, ...] = ()
     max_in_flight: int = 256
-    allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES  # None: any Host
+    allowed_hosts: frozenset[str] | None = frozenset()  # besides loopback names, always allowed; None: any Host
     allowed_origins: frozenset[str] = frozenset()
 
     @classmethod
@@ -53,7 +52,7 @@ class EdgePolicy(msgspec.Struct, frozen=True, kw_only=True):
         if "*" in settings.allowed_hosts or (settings.host in WILDCARD_ADDRESSES and not settings.allowed_hosts):
             hosts = None
         else:
-            hosts = LOOPBACK_NAMES | {settings.host.strip("[]").lower()} | {h.lower() for h in settings.allowed_hosts}
+            hosts = frozenset({settings.host.strip("[]").lower(), *(h.lower() for h in settings.allowed_hosts)})
         return cls(
             api_keys=tuple(settings.api_keys),
             max_in_flight=settings.limits.max_requests_in_flight,
@@ -71,6 +70,7 @@ def host_name(host: str) -> str:
 
 
 def is_loopback(name: str) -> bool:
+    """localhost (and *.localhost, which resolves there by RFC 6761), or a loopback address."""
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
@@ -104,11 +104,10 @@ def check_api_key(keys: tuple[str, ...], authorization: str | None) -> None:
 
 
 async def send_error(send: Send, error: VsearchError) -> None:
-    status, body = describe(error)
+    status, body, extra = describe(error)
     payload = msgspec.json.encode(body)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    if isinstance(error, RateLimited):
-        headers.append((b"retry-after", str(error.retry_after_s).encode()))
+    headers += [(name.encode(), value.encode()) for name, value in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 

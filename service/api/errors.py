@@ -73,11 +73,12 @@ def error_response(message: str, type_: str, param: str | None, code: str | None
     return ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
 
 
-def describe(exc: VsearchError) -> tuple[int, ErrorResponse]:
-    """The status and body for a domain error."""
+def describe(exc: VsearchError) -> tuple[int, ErrorResponse, dict[str, str]]:
+    """The status, body and headers for a domain error."""
     status = exc.upstream_status if isinstance(exc, UpstreamRejected) else STATUS_OF_KIND[exc.kind]
     type_ = TYPE_OF_KIND.get(exc.kind, "invalid_request_error")
-    return status, error_response(exc.message, type_, exc.param, exc.code)
+    headers = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else {}
+    return status, error_response(exc.message, type_, exc.param, exc.code), headers
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
@@ -120,8 +121,9 @@ def _http_error(request: Request, exc: HTTPException) -> tuple[int, ErrorRespons
 
 def exception_to_response(request: Request, exc: Exception) -> Response[ErrorResponse]:
     """Litestar's exception handler for every route: anything a handler or the router raises."""
+    headers: dict[str, str] = {}
     if isinstance(exc, VsearchError):
-        status, body = describe(exc)
+        status, body, headers = describe(exc)
     elif isinstance(exc, ValidationException):
         status, body = _validation_error(exc)
     elif isinstance(exc, HTTPException):
@@ -134,10 +136,9 @@ def exception_to_response(request: Request, exc: Exception) -> Response[ErrorRes
                                            None, None)  # fmt: skip
     elif (system := from_system_error(exc)) is not None:  # disk full, out of descriptors
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
-        status, body = describe(system)
+        status, body, headers = describe(system)
     else:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         status, body = 500, error_response("The server had an error while processing your request.",
                                            "server_error", None, None)  # fmt: skip
-    headers = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
     return Response(body, status_code=status, headers=headers)
