@@ -42,7 +42,7 @@ def test_python_m_service_serve_answers(data_dir: Path):
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.2)
         assert response.status_code == 200
-        assert [m["id"] for m in response.json()["data"]] == ["all-MiniLM-L6-v2"]
+        assert [m["id"] for m in response.json()["data"]] == ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2-int8"]
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -59,7 +59,7 @@ def test_model_dir_is_served_under_its_folder_name(tmp_path: Path):
     live = start_server(tmp_path / "data", bundled_model=False, model_dirs=[copy])
     try:
         models = httpx.get(f"{live.url}/v1/models").json()["data"]
-        assert [m["id"] for m in models] == ["my-minilm"]
+        assert [m["id"] for m in models] == ["my-minilm", "my-minilm-int8"]
         body = {"model": "my-minilm", "input": "Hello world.", "encoding_format": "float"}
         vector = httpx.post(f"{live.url}/v1/embeddings", json=body).json()["data"][0]["embedding"]
         assert len(vector) == 384

@@ -205,3 +205,34 @@ def test_openapi_schema_and_docs_page(http):
     assert "/v1/embeddings" in schema.json()["paths"]
     page = http.get("/docs/")
     assert page.status_code == 200 and "swagger" in page.text.lower()
+
+
+def test_the_int8_model_is_close_to_fp32_and_usable_everywhere(openai_client, http, server):
+    rows = [r for r in REFERENCE if not r["truncated"]]
+    int8 = f"{MODEL}-int8"
+    assert int8 in [m.id for m in openai_client.models.list().data]
+    result = openai_client.embeddings.create(model=int8, input=[r["text"] for r in rows], encoding_format="float")
+    cosines = [cosine(item.embedding, row["embedding"]) for item, row in zip(result.data, rows, strict=True)]
+    # Measured: min 0.962 (a line of emoji and other scripts), mean about 0.99.
+    assert min(cosines) >= 0.95 and sum(cosines) / len(cosines) >= 0.985, sorted(cosines)[:3]
+    assert list((server.settings.data_dir / "models").glob("*-int8.onnx"))  # built once into the data dir
+    # As an index's model: its own vectors, never mixed with fp32 ones.
+    name = f"int8-{len(cosines)}"
+    created = http.post("/v1/indexes", json={"name": name, "model": int8})
+    assert created.status_code == 200 and created.json()["model"] == int8
+    docs = [{"id": "cat", "text": "A cat sleeps on the sofa"}, {"id": "tax", "text": "Filing your tax return"}]
+    assert http.post(f"/v1/indexes/{name}/documents", json={"documents": docs}).status_code == 200
+    hits = http.post(f"/v1/indexes/{name}/query", json={"query": "a kitten napping", "top_k": 1}).json()
+    assert hits["model"] == int8 and hits["data"][0]["id"] == "cat"
+    # And the fp32 model's fine-tuned query models cannot serve it (another base).
+    refused = http.patch(f"/v1/indexes/{name}", json={"query_model": MODEL})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "query_model"
+    # As a fine-tuning base.
+    from tests.test_fine_tuning import jsonl, training_lines, wait_for
+
+    upload = openai_client.files.create(file=("t.jsonl", jsonl(training_lines())), purpose="fine-tune")
+    job = openai_client.fine_tuning.jobs.create(model=int8, training_file=upload.id, hyperparameters={"n_epochs": 2})
+    done = wait_for(openai_client, job.id, {"succeeded", "failed"})
+    assert done.status == "succeeded" and done.fine_tuned_model.startswith(f"ft:{int8}:"), done.error
+    tuned = http.patch(f"/v1/indexes/{name}", json={"query_model": done.fine_tuned_model})
+    assert tuned.status_code == 200
