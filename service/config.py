@@ -28,8 +28,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     bundled_model: bool = True
     # Serve an int8 variant of each local model too ({id}-int8: about 1.8x faster, cosine >= 0.98 to fp32).
     int8_models: bool = True
-    # Inference threads for onnxruntime; 0 means every core this process may use.
+    # Inference threads for onnxruntime, shared by the workers; 0 means every core this process may use.
     inference_threads: Annotated[int, Meta(ge=0)] = 0
+    # Sessions of each local model that run batches side by side (each with its share of the threads).
+    inference_workers: Annotated[int, Meta(ge=1, le=64)] = 1
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
     cache_max_entries: Annotated[int, Meta(ge=0)] = 1_000_000
     # Indexes kept open at once (about 4 file descriptors each); idle ones beyond are closed, least recent first.

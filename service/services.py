@@ -69,7 +69,8 @@ def build_registry(settings: Settings, cache: EmbeddingCache) -> tuple[EmbedderR
     model_files += [load_model_files(folder) for folder in settings.model_dirs]
     for files in model_files:
         for precision in ("fp32", "int8") if settings.int8_models else ("fp32",):
-            registry.add(LocalEmbedder(files, settings.data_dir / "models", settings.inference_threads, precision))
+            registry.add(LocalEmbedder(files, settings.data_dir / "models", settings.inference_threads, precision,
+                                       settings.inference_workers))  # fmt: skip
     providers = []
     for config in settings.providers:
         provider = RemoteProvider(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -236,3 +237,47 @@ def test_the_int8_model_is_close_to_fp32_and_usable_everywhere(openai_client, ht
     assert done.status == "succeeded" and done.fine_tuned_model.startswith(f"ft:{int8}:"), done.error
     tuned = http.patch(f"/v1/indexes/{name}", json={"query_model": done.fine_tuned_model})
     assert tuned.status_code == 200
+
+
+def test_an_interactive_request_does_not_wait_behind_bulk_work(server, monkeypatch):
+    """Asserted by order: once the query is queued, the next forward pass to start is the query's own (the bulk
+    batch already running finishes first; no other bulk batch may start before it)."""
+    import threading
+
+    embedder = server.services.registry.get(MODEL)
+    batcher = embedder._batcher
+    log: list[tuple[str, int]] = []  # ("start", batch size) from the worker; ("queued", sequences) from the loop
+    forwards = list(batcher._forwards)
+
+    def recording(forward):
+        def run(sequences):
+            log.append(("start", len(sequences)))
+            return forward(sequences)
+
+        return run
+
+    monkeypatch.setattr(batcher, "_forwards", [recording(f) for f in forwards])
+    original_run = batcher.run
+
+    async def queued(sequences):
+        if len(sequences) == 1:
+            log.append(("queued", 1))
+        return await original_run(sequences)
+
+    monkeypatch.setattr(batcher, "run", queued)
+    bulk: dict = {}
+    body = {"model": MODEL, "input": [" ".join(["word"] * 240)] * 120}  # 120 x 242 tokens: 30 batches of 4
+    thread = threading.Thread(target=lambda: bulk.update(r=httpx.post(f"{server.url}/v1/embeddings", json=body,
+                                                                       timeout=600)))  # fmt: skip
+    thread.start()
+    deadline = time.monotonic() + 120
+    while sum(1 for kind, _ in log if kind == "start") < 3:  # the bulk request is being computed
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    query = httpx.post(f"{server.url}/v1/embeddings", json={"model": MODEL, "input": "is it raining?"}, timeout=60)
+    assert query.status_code == 200 and "r" not in bulk  # done while the bulk request still runs
+    thread.join(600)
+    assert bulk["r"].status_code == 200 and len(bulk["r"].json()["data"]) == 120
+    at = log.index(("queued", 1))
+    next_start = next(entry for entry in log[at + 1 :] if entry[0] == "start")
+    assert next_start == ("start", 1), log[at : at + 5]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -73,9 +74,12 @@ class LocalEmbedder:
     owned_by = "vsearch"
     base_model = None
 
-    def __init__(self, files: ModelFiles, cache_dir: Path, threads: int = 0, precision: Precision = "fp32") -> None:
+    def __init__(
+        self, files: ModelFiles, cache_dir: Path, threads: int = 0, precision: Precision = "fp32", workers: int = 1
+    ) -> None:
         """`precision` int8: the quantized variant, served as its own model (`{id}-int8`) so that no index mixes
-        the two kinds of vectors; its graph is made on first use (about 2 s), then kept in the data dir."""
+        the two kinds of vectors; its graph is made on first use (about 2 s), then kept in the data dir.
+        `workers`: sessions that run batches side by side, sharing `threads` (0: every core)."""
         self.model_id = files.model_id + (INT8_SUFFIX if precision == "int8" else "")
         self.dimensions = int(files.config["hidden_size"])
         self.max_input_tokens = files.max_seq_length  # the window, special tokens included
@@ -91,22 +95,25 @@ class LocalEmbedder:
         self.pad_id = int(files.config.get("pad_token_id", 0))
 
         self._graph = lambda: cached_onnx_model(files, cache_dir, precision)
-        self._threads = threads or available_cores()
-        self._session: ort.InferenceSession | None = None
+        self._threads = max(1, (threads or available_cores()) // workers)  # each worker's share
+        self._sessions: list[ort.InferenceSession | None] = [None] * workers
         self._session_lock = threading.Lock()
         if precision == "fp32":
-            self._load()  # a model that cannot load stops the start, with its reason
-        self._batcher = InferenceBatcher(self.forward, self.dimensions)
+            self._load(0)  # a model that cannot load stops the start, with its reason
+        forwards = [functools.partial(self.forward, worker=worker) for worker in range(workers)]
+        self._batcher = InferenceBatcher(forwards, self.dimensions)
 
-    def _load(self) -> ort.InferenceSession:
+    def _load(self, worker: int) -> ort.InferenceSession:
         with self._session_lock:
-            if self._session is None:
+            session = self._sessions[worker]
+            if session is None:
                 options = ort.SessionOptions()
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 options.intra_op_num_threads = self._threads
                 options.inter_op_num_threads = 1
-                self._session = ort.InferenceSession(str(self._graph()), options, providers=["CPUExecutionProvider"])
-            return self._session
+                session = ort.InferenceSession(str(self._graph()), options, providers=["CPUExecutionProvider"])
+                self._sessions[worker] = session
+            return session
 
     @property
     def special_tokens(self) -> int:
@@ -125,15 +132,15 @@ class LocalEmbedder:
     async def start(self) -> None:
         pass  # built and loaded in __init__
 
-    def forward(self, batch: list[list[int]]) -> np.ndarray:
-        """One padded batch of framed sequences through the graph; runs on the inference thread."""
+    def forward(self, batch: list[list[int]], worker: int = 0) -> np.ndarray:
+        """One padded batch of framed sequences through worker `worker`'s session; runs on its thread."""
         width = max(len(ids) for ids in batch)
         input_ids = np.full((len(batch), width), self.pad_id, np.int64)
         attention_mask = np.zeros((len(batch), width), np.int64)
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
-        session = self._session or self._load()
+        session = self._sessions[worker] or self._load(worker)
         return session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
     def _frame(self, inputs: Sequence[EmbeddingInput], truncate: bool) -> list[list[int]]:
