@@ -1,5 +1,5 @@
-"""Throughput of vsearch's local embedder against the reference (transformers on torch), side by side, and the
-p50 latency of one short query through HTTP.
+"""Throughput of vsearch's local embedder, fp32 and int8, against the reference (transformers on torch), side by
+side, and the p50 latency of one short query through HTTP.
 
     pip install -e '.[bench]'
     python scripts/bench_embeddings.py [--sentences 1024] [--passages 256] [--requests 300]
@@ -8,8 +8,9 @@ Both systems embed the same texts (lengths spread around the mean, in random ord
 reference runs each 32 as one padded batch, as a plain transformers loop does; vsearch gets each 32 as one
 embed call and batches them as it serves a request (sorted by length, at most 32 sequences and 1,024 padded
 tokens per forward pass). A second vsearch column gives it all texts in one call, as one large /v1/embeddings
-request would. Same cores, one process, alternating rounds, best of each; ratios are printed because the machines
-are shared and noisy. Needs the `bench` extra (torch, transformers).
+request would. The int8 model (all-MiniLM-L6-v2-int8) runs the same calls; its vectors are compared with fp32's
+(cosine, min and mean). Same cores, one process, alternating rounds, best of each; ratios are printed because the
+machines are shared and noisy. Needs the `bench` extra (torch, transformers).
 """
 
 from __future__ import annotations
@@ -112,33 +113,41 @@ def main() -> None:
     files = bundled_model_files()
     reference = Reference(files.folder)
     with tempfile.TemporaryDirectory() as cache:
-        ours = LocalEmbedder(files, Path(cache))
+        fp32 = LocalEmbedder(files, Path(cache))
+        int8 = LocalEmbedder(files, Path(cache), precision="int8")
         print(f"cores: {available_cores()}, {BATCH} texts per call, best of {args.rounds} alternating rounds")
         print(
-            f"{'workload':<22}{'vsearch/s':>12}{'reference/s':>14}{'ratio':>8}{'one call/s':>14}{'ratio':>8}"
-            f"{'min cosine':>12}"
+            f"{'workload':<22}{'fp32/s':>9}{'reference/s':>13}{'ratio':>7}{'one call/s':>12}{'ratio':>7}"
+            f"{'min cos':>10}{'int8/s':>9}{'÷fp32':>7}{'int8 cos min/mean':>20}"
         )
         for name, texts in [
             ("sentences (~10 words)", make_texts(args.sentences, 10, 1)),
             ("passages (~200 words)", make_texts(args.passages, 200, 2)),
         ]:
-            time_ours(ours, texts[:BATCH], BATCH)  # warm-up
+            for embedder in (fp32, int8):  # warm-up (and int8's graph is made here)
+                time_ours(embedder, texts[:BATCH], BATCH)
             reference.time(texts[:BATCH])
-            ours_s, whole_s, reference_s = [], [], []
+            fp32_s, whole_s, int8_s, reference_s = [], [], [], []
             for _ in range(args.rounds):  # alternate, so drifts in machine load hit all alike
-                seconds, our_vectors = time_ours(ours, texts, BATCH)
-                ours_s.append(seconds)
-                whole_s.append(time_ours(ours, texts, len(texts))[0])
+                seconds, fp32_vectors = time_ours(fp32, texts, BATCH)
+                fp32_s.append(seconds)
+                whole_s.append(time_ours(fp32, texts, len(texts))[0])
+                seconds, int8_vectors = time_ours(int8, texts, BATCH)
+                int8_s.append(seconds)
                 seconds, reference_vectors = reference.time(texts)
                 reference_s.append(seconds)
-            agreement = float(np.min(np.sum(reference_vectors * our_vectors, axis=1)))
-            ours_rate, whole_rate = len(texts) / min(ours_s), len(texts) / min(whole_s)
-            reference_rate = len(texts) / min(reference_s)
+            agreement = float(np.min(np.sum(reference_vectors * fp32_vectors, axis=1)))
+            int8_cosines = np.sum(int8_vectors * fp32_vectors, axis=1)
+            rate = {key: len(texts) / min(times) for key, times in
+                    (("fp32", fp32_s), ("whole", whole_s), ("int8", int8_s), ("reference", reference_s))}  # fmt: skip
             print(
-                f"{name:<22}{ours_rate:>12.1f}{reference_rate:>14.1f}{ours_rate / reference_rate:>7.2f}x"
-                f"{whole_rate:>14.1f}{whole_rate / reference_rate:>7.2f}x{agreement:>12.7f}"
+                f"{name:<22}{rate['fp32']:>9.1f}{rate['reference']:>13.1f}{rate['fp32'] / rate['reference']:>6.2f}x"
+                f"{rate['whole']:>12.1f}{rate['whole'] / rate['reference']:>6.2f}x{agreement:>10.6f}"
+                f"{rate['int8']:>9.1f}{rate['int8'] / rate['fp32']:>6.2f}x"
+                f"{float(int8_cosines.min()):>11.4f} / {float(int8_cosines.mean()):.4f}"
             )
-        ours.close()
+        fp32.close()
+        int8.close()
     rounds = http_latency(args.requests, args.rounds)
     p50s = [statistics.median(latencies) * 1000 for latencies in rounds]
     everything = [x for latencies in rounds for x in latencies]

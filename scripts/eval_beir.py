@@ -102,26 +102,31 @@ def main() -> None:
     parser.add_argument("--mode", nargs="+", default=["dense"], choices=["dense", "lexical", "hybrid"])
     parser.add_argument("--url", help="a running vsearch (default: start one on a temporary data dir)")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--model", nargs="+", default=[MODEL], help="each model gets its own index (e.g. the -int8 one)"
+    )
     args = parser.parse_args()
 
     corpus, queries, qrels = load_beir(args.dataset, args.split)
     print(f"{args.dataset.name}: {len(corpus)} documents, {len(queries)} {args.split} queries")
     server = contextlib.nullcontext((args.url, None)) if args.url else local_server()
     with server as (url, _), httpx.Client(base_url=url, timeout=600) as client:
-        print(f"{'kind':<6}{'chunking':<10}{'mode':<9}{'nDCG@10':>9}{'R@100':>8}{'ingest s':>10}{'docs/s':>8}")
-        for kind in args.kind:
-            for chunking in args.chunking:
-                name = f"eval-{args.dataset.name.lower()}-{kind}-{chunking}-{int(time.time())}"
-                check(client.post("/v1/indexes", json={"name": name, "model": MODEL, "kind": kind}))
-                seconds = ingest(client, name, corpus, chunking, args.batch_size)
-                for mode in args.mode:
-                    scores = evaluate(qrels, search(client, name, queries, 100, {"mode": mode}))
-                    print(
-                        f"{kind:<6}{chunking:<10}{mode:<9}{scores['ndcg@10']:>9.4f}{scores['recall@100']:>8.4f}"
-                        f"{seconds:>10.1f}{len(corpus) / seconds:>8.1f}",
-                        flush=True,
-                    )
-                check(client.delete(f"/v1/indexes/{name}"))
+        print(f"{'model':<24}{'kind':<6}{'chunking':<10}{'mode':<9}{'nDCG@10':>9}{'R@100':>8}{'ingest s':>10}"
+              f"{'docs/s':>8}")  # fmt: skip
+        for model in args.model:
+            for kind in args.kind:
+                for chunking in args.chunking:
+                    name = f"eval-{args.dataset.name.lower()}-{kind}-{chunking}-{int(time.time())}"
+                    check(client.post("/v1/indexes", json={"name": name, "model": model, "kind": kind}))
+                    seconds = ingest(client, name, corpus, chunking, args.batch_size)
+                    for mode in args.mode:
+                        scores = evaluate(qrels, search(client, name, queries, 100, {"mode": mode}))
+                        print(
+                            f"{model:<24}{kind:<6}{chunking:<10}{mode:<9}{scores['ndcg@10']:>9.4f}"
+                            f"{scores['recall@100']:>8.4f}{seconds:>10.1f}{len(corpus) / seconds:>8.1f}",
+                            flush=True,
+                        )
+                    check(client.delete(f"/v1/indexes/{name}"))
 
 
 if __name__ == "__main__":

@@ -266,7 +266,7 @@ def test_an_interactive_request_does_not_wait_behind_bulk_work(server, monkeypat
 
     monkeypatch.setattr(batcher, "run", queued)
     bulk: dict = {}
-    body = {"model": MODEL, "input": [" ".join(["word"] * 240)] * 120}  # 120 x 242 tokens: 30 batches of 4
+    body = {"model": MODEL, "input": [" ".join(["word"] * 240)] * 120}  # 120 x 242 tokens: 60 batches of 2
     thread = threading.Thread(target=lambda: bulk.update(r=httpx.post(f"{server.url}/v1/embeddings", json=body,
                                                                        timeout=600)))  # fmt: skip
     thread.start()
