@@ -83,9 +83,10 @@ class _Open:
 
 
 class IndexCatalog:
-    def __init__(self, root: Path, max_open: int = 128) -> None:
+    def __init__(self, root: Path, max_open: int = 128, search_threads: int = 1) -> None:
         self.root = root
         self.max_open = max_open
+        self.search_threads = search_threads
         root.mkdir(parents=True, exist_ok=True)
         self._open: OrderedDict[str, _Open] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
@@ -177,7 +178,7 @@ class IndexCatalog:
         if state == "damaged":
             raise IndexUnavailable(name, f"{folder / DATABASE} is not an SQLite database")
         try:
-            return IndexStore(folder)
+            return IndexStore(folder, search_threads=self.search_threads)
         except (OSError, sqlite3.OperationalError) as exc:
             if out_of_descriptors(exc):
                 raise  # for _with_descriptors

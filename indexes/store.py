@@ -54,9 +54,13 @@ def fts_query(text: str) -> str:
 
 
 class IndexStore:
-    def __init__(self, folder: Path, config: IndexConfig | None = None, compact_ratio: float = 0.2) -> None:
-        """Open the index in `folder`, creating it with `config` when given."""
+    def __init__(
+        self, folder: Path, config: IndexConfig | None = None, compact_ratio: float = 0.2, search_threads: int = 1
+    ) -> None:
+        """Open the index in `folder`, creating it with `config` when given. `search_threads`: FAISS's threads for
+        one search (VectorIndex.search)."""
         self.folder = folder
+        self._search_threads = search_threads
         self._vectors_path = folder / VECTORS
         self._lock = RWLock()  # readers: searches and reads; writer: a commit plus its FAISS update
         self._checkpoint_lock = threading.Lock()
@@ -384,7 +388,7 @@ class IndexStore:
 
     def _dense_search(self, query: np.ndarray, top_k: int, where: MetadataFilter | None) -> RankedList:
         if where is None:
-            return self._vectors.search(query, top_k)
+            return self._vectors.search(query, top_k, threads=self._search_threads)
         joined = f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where.sql}"
         # One pass for the usual case: read candidates with their vectors, up to one past the limit.
         rows = self._db.execute(f"SELECT c.id, c.vector {joined} LIMIT ?", [*where.params, EXACT_SCORING_LIMIT + 1])
@@ -397,7 +401,7 @@ class IndexStore:
             best = np.argsort(-scores, kind="stable")[:top_k]
             return scores[best], ids[best]
         allowed = np.fromiter((r[0] for r in self._db.execute(f"SELECT c.id {joined}", where.params)), dtype=np.int64)
-        return self._vectors.search(query, top_k, allowed)
+        return self._vectors.search(query, top_k, allowed, self._search_threads)
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]]) -> list[Hit]:
         if not len(ids):

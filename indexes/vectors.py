@@ -85,8 +85,17 @@ class VectorIndex:
             return -np.linalg.norm(vectors - query, axis=1)
         return vectors @ query
 
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of the `k` best live vectors, optionally only among `allowed` ids; best first."""
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, threads: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the `k` best live vectors, optionally only among `allowed` ids; best first.
+
+        `threads`: FAISS's OpenMP threads for it (0: OpenMP's default, every core). OpenMP keeps that count per
+        calling thread, so it is set here, in the thread that searches. One query gains little from more: measured
+        at 100k x 384 flat over HTTP on 2 cores, p50 12.6 ms by vector and 16.4 ms by text with 1 thread, 16.8 and
+        39.0 ms with the default, whose threads spin against the inference threads."""
+        if threads > 0:
+            faiss.omp_set_num_threads(threads)
         keep_alive: list[faiss.IDSelector] = []  # SWIG selectors must outlive the search
         selector = None
         if allowed is not None:

@@ -88,7 +88,8 @@ def build_services(settings: Settings) -> Services:
     cache = EmbeddingCache(data / "cache" / "embeddings.sqlite", settings.cache_max_entries)
     registry, providers = build_registry(settings, cache)
     registry.on_embedded = metrics.count_embedded
-    search = SearchService(IndexCatalog(data / "indexes", settings.max_open_indexes), registry, settings.limits)
+    catalog = IndexCatalog(data / "indexes", settings.max_open_indexes, settings.faiss_threads)
+    search = SearchService(catalog, registry, settings.limits)
     files = FileStore(data / "files", settings.limits.max_upload_bytes)
     fine_tuning = FineTuningService(
         JobStore(data / "finetune" / "jobs.sqlite"), files, registry, search, data / "finetune" / "adapters"
