@@ -8,12 +8,16 @@ from typing import Annotated, Literal
 import msgspec
 
 from indexes.errors import InvalidConfig
+from indexes.filters import json_path
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 Metric = Literal["cosine", "ip", "l2"]
 Kind = Literal["flat", "hnsw"]
 LexicalTokenizer = Literal["porter", "unicode61", "trigram"]
+# What a declared metadata field holds. Recorded for readers; the index serves comparisons of any JSON scalar, and
+# filters mean the same with or without it.
+FieldType = Literal["integer", "real", "keyword", "boolean"]
 
 
 HnswInt = Annotated[int, msgspec.Meta(ge=2, le=4096)]
@@ -35,6 +39,9 @@ class IndexConfig(msgspec.Struct, kw_only=True, frozen=True):
     hnsw: HnswConfig | None = None
     query_model: str | None = None  # changeable after creation: a fine-tuned query encoder over `model`
     lexical_tokenizer: LexicalTokenizer = "porter"  # FTS5 tokenizer for lexical (BM25) search
+    # Metadata fields (dotted paths) with a column and a B-tree index of their own, for filters on them; more can
+    # be added later (filled from the stored documents).
+    metadata_indexes: dict[str, FieldType] = msgspec.field(default_factory=dict)
     created_at: int = 0
 
 
@@ -56,6 +63,8 @@ def check_config(config: IndexConfig) -> IndexConfig:
     except msgspec.ValidationError as exc:
         at = re.search(r"at `\$\.([^`]+)`", str(exc))
         raise InvalidConfig(f"Invalid index config: {exc}", at.group(1) if at else None) from None
+    for field in config.metadata_indexes:
+        json_path(field, f"metadata_indexes.{field}")
     if config.kind == "hnsw":
         return msgspec.structs.replace(config, hnsw=config.hnsw or HnswConfig())
     if config.hnsw is not None:

@@ -15,7 +15,9 @@ User input only ever reaches SQL as bound parameters; the SQL text comes from th
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -39,23 +41,42 @@ def definite(condition: str) -> str:
 
 
 class MetadataFilter(msgspec.Struct, frozen=True):
-    """A validated filter: `sql` is a boolean expression over the documents' metadata column `d.metadata`,
-    `params` its bound values."""
+    """A validated filter: `sql` is a boolean expression over the documents table `d` (its metadata JSON, and the
+    columns of the fields it was compiled for), `params` its bound values, `spec` the filter as given (an index
+    with declared fields compiles it again for them)."""
 
     sql: str
     params: tuple[Any, ...]
+    spec: Any
 
 
-def compile_filter(spec: Any) -> MetadataFilter:
+def compile_filter(spec: Any, indexed_fields: Iterable[str] = ()) -> MetadataFilter:
+    """`indexed_fields`: metadata fields with a column and a B-tree index of their own (index_column), which
+    comparisons on them use; the results are the same either way."""
     params: list[Any] = []
-    sql = _Compiler("d.metadata", params).node(spec, "filter", 0)
-    return MetadataFilter(sql, tuple(params))
+    columns = {json_path(field): index_column(field) for field in indexed_fields}
+    sql = _Compiler("d.metadata", params, columns).node(spec, "filter", 0)
+    return MetadataFilter(sql, tuple(params), spec)
+
+
+def json_path(field: str, where: str = "field") -> str:
+    """A dotted field name as an SQLite JSON path: 'a.b' -> '$."a"."b"'."""
+    parts = field.split(".")
+    if any(not part or '"' in part or "\\" in part for part in parts):
+        raise InvalidFilter("a field path is dot-separated names, none empty and none with '\"' or '\\'", where)
+    return "$" + "".join(f'."{part}"' for part in parts)
+
+
+def index_column(field: str) -> str:
+    """The generated column (and, with the prefix mi_, the index) that holds a declared field's value."""
+    return "m_" + hashlib.sha1(field.encode()).hexdigest()[:16]
 
 
 class _Compiler:
-    def __init__(self, column: str, params: list[Any]) -> None:
+    def __init__(self, column: str, params: list[Any], columns: dict[str, str]) -> None:
         self.column = column
         self.params = params
+        self.columns = columns  # JSON path -> generated column, for declared fields
 
     def bind(self, value: Any) -> str:
         self.params.append(value)
@@ -84,14 +105,8 @@ class _Compiler:
                 clauses.append(self.field(key, value, where))
         return clauses[0] if len(clauses) == 1 else "(" + " AND ".join(clauses) + ")"
 
-    def json_path(self, field: str, where: str) -> str:
-        parts = field.split(".")
-        if any(not part or '"' in part or "\\" in part for part in parts):
-            raise InvalidFilter("a field path is dot-separated names, none empty and none with '\"' or '\\'", where)
-        return "$" + "".join(f'."{part}"' for part in parts)
-
     def field(self, field: str, condition: Any, where: str) -> str:
-        path = self.json_path(field, where)
+        path = json_path(field, where)
         if isinstance(condition, dict) and any(key.startswith("$") for key in condition):
             if not condition:
                 raise InvalidFilter("empty condition", where)
@@ -124,10 +139,19 @@ class _Compiler:
         if isinstance(value, bool) or value is None:
             raise InvalidFilter(f"{op} takes a number or a string", where)
         types = NUMBER_TYPES if isinstance(value, int | float) else "('text')"
-        return definite(
-            f"json_type({self.column}, {self.bind(path)}) IN {types} "
-            f"AND json_extract({self.column}, {self.bind(path)}) {COMPARISONS[op]} {self.bind(value)}"
-        )
+        return self.typed(path, types, lambda field: f"{field} {COMPARISONS[op]} {self.bind(value)}")
+
+    def typed(self, path: str, types: str, test: Callable[[str], str]) -> str:
+        """The field is of one of the JSON `types` and its value passes `test(value SQL)`: true or false, never
+        NULL. A declared field's column comes first, without coalesce(), so that the planner uses its index (the
+        column IS NOT NULL term makes it definite instead). `test` binds its own values: it is called in order."""
+        column = self.columns.get(path)
+        if column is None:
+            kind = f"json_type({self.column}, {self.bind(path)}) IN {types}"
+            return definite(f"{kind} AND {test(f'json_extract({self.column}, {self.bind(path)})')}")
+        value = f'd."{column}"'
+        condition = test(value)
+        return f"({value} IS NOT NULL AND {condition} AND json_type({self.column}, {self.bind(path)}) IN {types})"
 
     def any_of(self, path: str, values: list[Scalar]) -> str:
         """The field equals one of `values`: one membership test per JSON type, each over a single bound JSON
@@ -135,27 +159,28 @@ class _Compiler:
         numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
         texts = [v for v in values if isinstance(v, str)]
         parts = [
-            f"(json_type({self.column}, {self.bind(path)}) IN {types} AND json_extract({self.column}, "
-            f"{self.bind(path)}) IN (SELECT value FROM json_each({self.bind(json.dumps(group))})))"
+            self.typed(
+                path,
+                types,
+                lambda field, group=group: f"{field} IN (SELECT value FROM json_each({self.bind(json.dumps(group))}))",
+            )  # fmt: skip
             for types, group in ((NUMBER_TYPES, numbers), ("('text')", texts))
             if group
         ]
         parts += [
-            f"json_type({self.column}, {self.bind(path)}) = '{name}'"
+            definite(f"json_type({self.column}, {self.bind(path)}) = '{name}'")
             for name, constant in JSON_CONSTANTS
             if any(v is constant for v in values)
         ]
-        return definite(" OR ".join(parts))
+        return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"  # each part is definite
 
     def equals(self, path: str, value: Any, where: str) -> str:
         value = self.scalar(value, where)
-        kind = f"json_type({self.column}, {self.bind(path)})"
-        if value is None:
-            return definite(f"{kind} = 'null'")
-        if isinstance(value, bool):
-            return definite(f"{kind} = '{'true' if value else 'false'}'")
+        for name, constant in JSON_CONSTANTS:  # true, false and null are told apart by their JSON type alone
+            if value is constant:
+                return definite(f"json_type({self.column}, {self.bind(path)}) = '{name}'")
         types = NUMBER_TYPES if isinstance(value, int | float) else "('text')"
-        return definite(f"{kind} IN {types} AND json_extract({self.column}, {self.bind(path)}) = {self.bind(value)}")
+        return self.typed(path, types, lambda field: f"{field} = {self.bind(value)}")
 
     def scalar(self, value: Any, where: str) -> Scalar:
         if isinstance(value, list | dict):

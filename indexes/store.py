@@ -13,7 +13,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import sqlite_utils
 
 from indexes.config import IndexConfig, check_config
 from indexes.errors import DocumentNotFound, IndexNotFound, InvalidDocument
-from indexes.filters import MetadataFilter
+from indexes.filters import MetadataFilter, compile_filter, index_column, json_path
 from indexes.ranking import RankedList, ranks_by_id, reciprocal_rank_fusion
 from indexes.rwlock import RWLock
 from indexes.sqlite import Database
@@ -97,9 +97,40 @@ class IndexStore:
         # Ids removed from SQLite after the last FAISS checkpoint (and, for HNSW, since the last compaction).
         db["deleted_chunks"].create({"id": int, "seq": int}, pk="id")
         self._create_lexical_table(config)
+        self._index_fields(self._db.conn, config.metadata_indexes)
         db["meta"].insert_all(
             [{"key": "config", "value": msgspec.json.encode(config).decode()}, {"key": "seq", "value": "0"}]
         )
+
+    @staticmethod
+    def _index_fields(db: sqlite3.Connection, fields: Iterable[str]) -> None:
+        """A generated column (virtual: computed from the metadata, nothing stored twice) and a B-tree index for
+        each field; building the index reads every document, so existing ones are covered."""
+        for field in fields:
+            column, path = index_column(field), json_path(field).replace("'", "''")
+            db.execute(f"ALTER TABLE documents ADD COLUMN \"{column}\" GENERATED ALWAYS AS "
+                       f"(json_extract(metadata, '{path}')) VIRTUAL")  # fmt: skip
+            db.execute(f'CREATE INDEX "mi_{column}" ON documents ("{column}")')
+
+    def add_metadata_indexes(self, fields: dict[str, str]) -> None:
+        """Declare more indexed metadata fields (and build their indexes from the stored documents)."""
+        with self._writing():
+            new = {field: kind for field, kind in fields.items() if field not in self.config.metadata_indexes}
+            if not new:
+                return
+            config = check_config(msgspec.structs.replace(
+                self.config, metadata_indexes={**self.config.metadata_indexes, **new}))  # fmt: skip
+            with self._db.transaction() as db:
+                self._index_fields(db, new)
+                db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (msgspec.json.encode(config).decode(),))
+            self.config = config
+            self._vectors.config = config
+
+    def _where(self, where: MetadataFilter) -> MetadataFilter:
+        """`where` compiled for this index's declared fields, so that their indexes are used."""
+        if not self.config.metadata_indexes:
+            return where
+        return compile_filter(where.spec, self.config.metadata_indexes)
 
     def _create_lexical_table(self, config: IndexConfig) -> None:
         # FTS5 over chunk texts, rowid = chunk id; the tokenizer clause comes from a fixed table, never from input.
@@ -301,6 +332,7 @@ class IndexStore:
         return existing
 
     def delete_matching(self, where: MetadataFilter) -> list[str]:
+        where = self._where(where)
         with self._reading():
             rows = self._db.execute(f"SELECT doc_id FROM documents d WHERE {where.sql}", where.params).fetchall()
         return self.delete([row[0] for row in rows])
@@ -378,6 +410,7 @@ class IndexStore:
         params: list = [match]
         condition = ""
         if where is not None:
+            where = self._where(where)
             sql += " JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.doc_id = c.doc_id"
             condition = f" AND {where.sql}"
             params += where.params
@@ -387,21 +420,39 @@ class IndexStore:
         return -np.array([r[1] for r in rows], dtype=np.float64), np.array([r[0] for r in rows], dtype=np.int64)
 
     def _dense_search(self, query: np.ndarray, top_k: int, where: MetadataFilter | None) -> RankedList:
+        """The filter's candidates are counted first, by id only (no vector blobs read; a declared field's index
+        finds them without a scan). Up to EXACT_SCORING_LIMIT are scored exactly from SQLite's vectors; more means
+        a broad filter, and then FAISS over-fetches and the filter keeps what passes (exact for flat too: every
+        matching vector better than the last one kept is within FAISS's exact top k')."""
         if where is None:
             return self._vectors.search(query, top_k, threads=self._search_threads)
+        where = self._where(where)
         joined = f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where.sql}"
-        # One pass for the usual case: read candidates with their vectors, up to one past the limit.
-        rows = self._db.execute(f"SELECT c.id, c.vector {joined} LIMIT ?", [*where.params, EXACT_SCORING_LIMIT + 1])
-        rows = rows.fetchall()
-        if not rows:
+        candidates = [row[0] for row in self._db.execute(f"SELECT c.id {joined} LIMIT ?",
+                                                         [*where.params, EXACT_SCORING_LIMIT + 1])]  # fmt: skip
+        if not candidates:
             return EMPTY
-        if len(rows) <= EXACT_SCORING_LIMIT:
+        if len(candidates) <= EXACT_SCORING_LIMIT:
+            rows = list(self._db.select_in("SELECT id, vector FROM chunks WHERE id IN ({marks})", candidates))
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             scores = self._vectors.exact_scores(query, self._matrix([r[1] for r in rows]))
             best = np.argsort(-scores, kind="stable")[:top_k]
             return scores[best], ids[best]
-        allowed = np.fromiter((r[0] for r in self._db.execute(f"SELECT c.id {joined}", where.params)), dtype=np.int64)
-        return self._vectors.search(query, top_k, allowed, self._search_threads)
+        return self._overfetch(query, top_k, where, joined)
+
+    def _overfetch(self, query: np.ndarray, top_k: int, where: MetadataFilter, joined: str) -> RankedList:
+        """The best `top_k` that pass a broad filter: FAISS's best k' of everything, filtered, with k' widened
+        (x4) until `top_k` pass or k' covers the whole index."""
+        total = self._vectors.ntotal
+        wanted = top_k * 4
+        while True:
+            scores, ids = self._vectors.search(query, min(wanted, total), threads=self._search_threads)
+            passing = {row[0] for row in self._db.select_in(
+                f"SELECT c.id {joined} AND c.id IN ({{marks}})", [int(i) for i in ids], where.params)}  # fmt: skip
+            keep = np.fromiter((int(i) in passing for i in ids), dtype=bool, count=len(ids))
+            if keep.sum() >= top_k or wanted >= total:
+                return scores[keep][:top_k], ids[keep][:top_k]
+            wanted *= 4
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]]) -> list[Hit]:
         if not len(ids):

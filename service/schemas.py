@@ -11,6 +11,7 @@ from service.finetune.records import FineTuningJob, JobCheckpoint, JobEvent
 from service.limits import MAX_BATCH_QUERIES
 from service.search.values import (
     Chunking,
+    FieldType,
     HnswConfig,
     IndexChange,
     IndexSpec,
@@ -107,6 +108,7 @@ class IndexObject(Struct, kw_only=True):
     kind: Kind
     hnsw: HnswConfig | None
     lexical_tokenizer: LexicalTokenizer
+    metadata_indexes: dict[str, FieldType]  # fields with an index of their own, for filters
     created_at: int
     document_count: int
     vector_count: int  # chunks stored (a document split into chunks has one vector each)

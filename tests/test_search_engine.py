@@ -145,8 +145,10 @@ FILTERS = st.recursive(
 )
 
 
-@pytest.fixture(scope="module")
-def random_index(server) -> tuple[str, dict[str, dict]]:
+@pytest.fixture(scope="module", params=["undeclared", "declared"])
+def random_index(server, request) -> tuple[str, dict[str, dict]]:
+    """The same documents; "declared": every filtered field has an index of its own, added after the documents
+    (so the index is built from them), and filters must give exactly the same results."""
     rng = random.Random(7)
     with httpx.Client(base_url=server.url, timeout=60) as http:
         name = new_index(http, dimensions=4)
@@ -156,6 +158,10 @@ def random_index(server) -> tuple[str, dict[str, dict]]:
             name,
             [{"id": i, "metadata": m, "vector": [rng.random() for _ in range(4)]} for i, m in documents.items()],
         )
+        if request.param == "declared":
+            fields = {field: "keyword" for field in FIELDS}
+            changed = http.patch(f"/v1/indexes/{name}", json={"metadata_indexes": fields})
+            assert changed.status_code == 200 and changed.json()["metadata_indexes"] == fields, changed.text
     return name, documents
 
 
@@ -340,3 +346,33 @@ def test_queries_never_see_half_a_batch(http):
 def test_index_model_must_exist_for_query_model(http):
     response = http.post("/v1/indexes", json={"name": "qm", "model": MODEL, "query_model": "nope"})
     assert response.status_code == 404 and response.json()["error"]["param"] == "query_model"
+
+
+@pytest.mark.parametrize("declared", [False, True])
+@pytest.mark.parametrize("exact_limit", [20_000, 50])  # 50: every filter below is "broad", FAISS over-fetches
+def test_filtered_top_k_is_exact_on_every_path(tmp_path: Path, monkeypatch, declared: bool, exact_limit: int):
+    """Whichever way the store answers (exact scoring of the candidates, or FAISS over-fetch widened until enough
+    pass), flat search gives exactly the brute-force filtered top k."""
+    import indexes.store
+    from indexes.filters import compile_filter
+
+    monkeypatch.setattr(indexes.store, "EXACT_SCORING_LIMIT", exact_limit)
+    fields = {"cat": "integer"} if declared else {}
+    catalog = IndexCatalog(tmp_path)
+    catalog.create(IndexConfig(name="exact", model=MODEL, dimensions=8, metadata_indexes=fields))
+    rng = np.random.default_rng(11)
+    vectors = rng.normal(size=(3000, 8)).astype("f4")
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    with catalog.use("exact") as store:
+        store.upsert([DocumentRecord(f"d{i}", "", {"cat": i % 100}, "h", [ChunkRecord(0, 0, vectors[i])])
+                      for i in range(3000)])  # fmt: skip
+        query = rng.normal(size=8).astype("f4")
+        for spec, matching in [({"cat": {"$gte": 20}}, lambda i: i % 100 >= 20),  # 80%
+                               ({"cat": {"$in": [3, 4]}}, lambda i: i % 100 in (3, 4)),  # 2%: widened twice
+                               ({"cat": 7}, lambda i: i % 100 == 7)]:  # fmt: skip
+            hits = store.search(SearchRequest(top_k=10, filter=compile_filter(spec)), query[None, :], None)
+            scores = unit @ (query / np.linalg.norm(query))
+            expected = sorted((i for i in range(3000) if matching(i)), key=lambda i: -scores[i])[:10]
+            assert [h.id for h in hits] == [f"d{i}" for i in expected], spec
+            assert np.allclose([h.score for h in hits], scores[expected], atol=1e-5)
+    catalog.close()

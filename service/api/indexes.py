@@ -52,6 +52,7 @@ def index_object(info: IndexInfo) -> IndexObject:
         kind=config.kind,
         hnsw=config.hnsw,
         lexical_tokenizer=config.lexical_tokenizer,
+        metadata_indexes=config.metadata_indexes,
         created_at=config.created_at,
         document_count=stats.document_count,
         vector_count=stats.vector_count,
@@ -98,7 +99,7 @@ async def retrieve_index(name: FromPath[str], search: Search) -> IndexObject:
     return index_object(await search.describe_index(name))
 
 
-@patch("/{name:str}", responses=BY_NAME, summary="Change an index's ef_search or query_model")
+@patch("/{name:str}", responses=BY_NAME, summary="Change an index's ef_search, query_model or metadata_indexes")
 async def update_index(name: FromPath[str], data: JSONBody[UpdateIndexRequest], search: Search) -> IndexObject:
     return index_object(await search.update_index(name, data))
 

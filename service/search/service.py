@@ -85,6 +85,7 @@ class SearchService:
             kind=spec.kind,
             hnsw=spec.hnsw,
             lexical_tokenizer=spec.lexical_tokenizer,
+            metadata_indexes=spec.metadata_indexes,
         )
         if spec.query_model is not None:
             self._check_query_model(config, spec.query_model)
@@ -132,6 +133,13 @@ class SearchService:
                     self._check_query_model(config, change.query_model)
                 config = msgspec.structs.replace(config, query_model=change.query_model)
             store.set_config(config)
+            if change.metadata_indexes:
+                for field, kind in change.metadata_indexes.items():
+                    declared = config.metadata_indexes.get(field)
+                    if declared not in (None, kind):
+                        raise InvalidRequest(f"metadata_indexes.{field} is declared as {declared}, not {kind}.",
+                                             param=f"metadata_indexes.{field}")  # fmt: skip
+                store.add_metadata_indexes(change.metadata_indexes)
             return _info(store)
 
         return await self._on_index(name, update)

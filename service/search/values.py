@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, overload
 import msgspec
 from msgspec import Meta, Struct
 
-from indexes.config import HnswConfig, HnswInt, IndexConfig, Kind, LexicalTokenizer, Metric
+from indexes.config import FieldType, HnswConfig, HnswInt, IndexConfig, Kind, LexicalTokenizer, Metric
 from indexes.filters import MetadataFilter, compile_filter
 from indexes.values import Fusion, Hit, IndexStats, Mode, StoredDocument
 from service.chunking import DEFAULT_OVERLAP_TOKENS
@@ -19,9 +19,9 @@ from service.errors import translates_store_errors
 from service.limits import MAX_DOCUMENT_ID_LENGTH
 
 __all__ = [
-    "Chunking", "DocumentPage", "Fusion", "HnswConfig", "Hit", "IndexChange", "IndexInfo", "IndexSpec", "IngestResult",
-    "Kind", "LexicalTokenizer", "MetadataFilter", "Metric", "Mode", "NewDocument", "QueryOutcome", "SearchQuery",
-    "StoredDocument", "metadata_filter",
+    "Chunking", "DocumentPage", "FieldType", "Fusion", "HnswConfig", "Hit", "IndexChange", "IndexInfo", "IndexSpec",
+    "IngestResult", "Kind", "LexicalTokenizer", "MetadataFilter", "Metric", "Mode", "NewDocument", "QueryOutcome",
+    "SearchQuery", "StoredDocument", "metadata_filter",
 ]  # fmt: skip
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -39,6 +39,8 @@ class IndexSpec(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     query_model: str | None = None  # a fine-tuned model over `model` that embeds queries
     # FTS5 tokenizer for lexical search: porter (English stemming, default), unicode61 (no stemming), trigram.
     lexical_tokenizer: LexicalTokenizer = "porter"
+    # Metadata fields to index for filters, {"year": "integer", "tag": "keyword"}; dotted paths reach nested ones.
+    metadata_indexes: dict[str, FieldType] = msgspec.field(default_factory=dict)
 
 
 class IndexChange(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -47,6 +49,8 @@ class IndexChange(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True)
     ef_search: HnswInt | None = None
     # A fine-tuned model whose base is the index's model; null goes back to the index's model.
     query_model: str | None | msgspec.UnsetType = msgspec.UNSET
+    # More metadata fields to index (built from the stored documents); declared ones cannot be removed.
+    metadata_indexes: dict[str, FieldType] | None = None
 
 
 class IndexInfo(Struct, frozen=True):
