@@ -385,12 +385,13 @@ class IndexStore:
             lists: dict[str, RankedList] = {}
             mode = request.mode
             depth = request.top_k if mode != "hybrid" else max(request.top_k, HYBRID_DEPTH)
+            where = self._where(request.filter) if request.filter else None  # once, for both lists of hybrid
             if mode in ("dense", "hybrid"):
                 if vector is None:
                     raise ValueError(f"{mode} search needs a query vector")
-                lists["dense"] = self._dense_search(vector, depth, request.filter)
+                lists["dense"] = self._dense_search(vector, depth, where)
             if mode in ("lexical", "hybrid"):
-                lists["lexical"] = self._lexical_search(text or "", depth, request.filter)
+                lists["lexical"] = self._lexical_search(text or "", depth, where)
             ranks = ranks_by_id(lists)
             if mode == "hybrid":
                 scores, ids = reciprocal_rank_fusion(ranks, request.fusion, request.top_k)
@@ -410,7 +411,6 @@ class IndexStore:
         params: list = [match]
         condition = ""
         if where is not None:
-            where = self._where(where)
             sql += " JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.doc_id = c.doc_id"
             condition = f" AND {where.sql}"
             params += where.params
@@ -426,7 +426,6 @@ class IndexStore:
         matching vector better than the last one kept is within FAISS's exact top k')."""
         if where is None:
             return self._vectors.search(query, top_k, threads=self._search_threads)
-        where = self._where(where)
         joined = f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where.sql}"
         candidates = [row[0] for row in self._db.execute(f"SELECT c.id {joined} LIMIT ?",
                                                          [*where.params, EXACT_SCORING_LIMIT + 1])]  # fmt: skip

@@ -212,3 +212,15 @@ def test_documents_per_request_limit(http):
     documents = [{"vector": [1.0, 0.0]} for _ in range(1001)]
     error = assert_error(http.post(f"/v1/indexes/{name}/documents", json={"documents": documents}), 400, "documents")
     assert "at most 1000" in error["message"]
+
+
+def test_a_refused_patch_changes_nothing(http):
+    name = new_index(http, kind="hnsw", metadata_indexes={"year": "integer"})
+    before = http.get(f"/v1/indexes/{name}").json()
+    refused = http.patch(f"/v1/indexes/{name}", json={"ef_search": 77, "metadata_indexes": {"year": "keyword"}})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "metadata_indexes.year"
+    after = http.get(f"/v1/indexes/{name}").json()
+    assert after["hnsw"] == before["hnsw"] and after["metadata_indexes"] == {"year": "integer"}
+    added = http.patch(f"/v1/indexes/{name}", json={"ef_search": 77, "metadata_indexes": {"tag": "keyword"}})
+    assert added.json()["hnsw"]["ef_search"] == 77
+    assert added.json()["metadata_indexes"] == {"year": "integer", "tag": "keyword"}

@@ -123,6 +123,11 @@ class SearchService:
     async def update_index(self, name: str, change: IndexChange) -> IndexInfo:
         def update(store: IndexStore) -> IndexInfo:
             config = store.config
+            for field, kind in (change.metadata_indexes or {}).items():  # refused before anything is written
+                declared = config.metadata_indexes.get(field)
+                if declared not in (None, kind):
+                    raise InvalidRequest(f"metadata_indexes.{field} is declared as {declared}, not {kind}.",
+                                         param=f"metadata_indexes.{field}")  # fmt: skip
             if change.ef_search is not None:
                 if config.hnsw is None:
                     raise InvalidRequest("ef_search applies to hnsw indexes only.", param="ef_search")
@@ -134,11 +139,6 @@ class SearchService:
                 config = msgspec.structs.replace(config, query_model=change.query_model)
             store.set_config(config)
             if change.metadata_indexes:
-                for field, kind in change.metadata_indexes.items():
-                    declared = config.metadata_indexes.get(field)
-                    if declared not in (None, kind):
-                        raise InvalidRequest(f"metadata_indexes.{field} is declared as {declared}, not {kind}.",
-                                             param=f"metadata_indexes.{field}")  # fmt: skip
                 store.add_metadata_indexes(change.metadata_indexes)
             return _info(store)
 
