@@ -32,8 +32,8 @@ from indexes.vectors import VectorIndex
 
 DATABASE = "index.sqlite"
 VECTORS = "vectors.faiss"
-# Filtered queries whose candidates are at most this many are scored exactly from SQLite's vectors; larger
-# candidate sets go to FAISS with an ID selector (exact for flat, graph search for HNSW).
+# Filtered queries whose candidates are at most this many are scored exactly from SQLite's vectors; broader ones
+# are answered by FAISS over-fetch and the filter (exact for flat, graph search for HNSW).
 EXACT_SCORING_LIMIT = 20_000
 CHECKPOINT_SECONDS = 30
 HYBRID_DEPTH = 100  # hybrid fuses the best this-many (or top_k, if more) of each list

@@ -85,10 +85,8 @@ class VectorIndex:
             return -np.linalg.norm(vectors - query, axis=1)
         return vectors @ query
 
-    def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, threads: int = 1
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of the `k` best live vectors, optionally only among `allowed` ids; best first.
+    def search(self, query: np.ndarray, k: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the `k` best live vectors, best first.
 
         `threads`: FAISS's OpenMP threads for it (0: OpenMP's default, every core). OpenMP keeps that count per
         calling thread, so it is set here, in the thread that searches. One query gains little from more: measured
@@ -96,24 +94,15 @@ class VectorIndex:
         39.0 ms with the default, whose threads spin against the inference threads."""
         if threads > 0:
             faiss.omp_set_num_threads(threads)
-        keep_alive: list[faiss.IDSelector] = []  # SWIG selectors must outlive the search
-        selector = None
-        if allowed is not None:
-            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-            keep_alive.append(selector)
-        if self.tombstones:
-            dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
-            alive = faiss.IDSelectorNot(dead)
-            keep_alive += [dead, alive]
-            selector = alive if selector is None else faiss.IDSelectorAnd(selector, alive)
-            keep_alive.append(selector)
         if self.config.kind == "hnsw":
             assert self.config.hnsw is not None
             params = faiss.SearchParametersHNSW(efSearch=max(self.config.hnsw.ef_search, k))
         else:
             params = faiss.SearchParameters()
-        if selector is not None:
-            params.sel = selector
+        if self.tombstones:  # HNSW's deleted vectors: excluded (the SWIG selectors must outlive the search)
+            dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
+            alive = faiss.IDSelectorNot(dead)  # held here: params.sel alone does not keep it alive
+            params.sel = alive
         distances, ids = self.index.search(self.prepare(query), k, params=params)
         found = ids[0] >= 0
         return self.scores_from(distances[0][found]), ids[0][found]

@@ -304,10 +304,12 @@ class FineTuningService:
         np.save(self.adapters / f"{job.id}.npy", weights)
         result = self.files.save_bytes("step_metrics.csv", "fine-tune-results", metrics_csv(rows))
         name = model_id(job)
-        self.registry.add(AdapterEmbedder(name, self.registry.get(job.model), weights, int(time.time())))
+        base = self.registry.get(job.model)
         self._move(job.id, f"New fine-tuned model created: {name}", status="succeeded", fine_tuned_model=name,
                    result_files=[result.id], trained_tokens=trained_tokens, finished_at=int(time.time()),
                    estimated_finish=None)  # fmt: skip
+        # Served only once the job is on record as succeeded: a cancel that came first publishes nothing.
+        self.registry.add(AdapterEmbedder(name, base, weights, int(time.time())))
         self.jobs.add_event(job.id, "The job has successfully completed")
 
     async def _embed(
