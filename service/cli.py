@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    _raise_open_files_limit()  # before anything is opened
     try:
         app = create_app(settings)
     except ModelNotInstalled as exc:
@@ -44,7 +45,6 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, sqlite3.Error) as exc:
         print(f"vsearch: cannot use the data dir {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
-    _raise_open_files_limit()
     configure_logging(args.log_level)
     # On SIGTERM uvicorn stops accepting, lets requests in flight finish, then the app checkpoints its indexes.
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,

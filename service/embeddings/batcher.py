@@ -86,6 +86,8 @@ class InferenceBatcher:
 
     def _finished(self, worker: int, batch: Batch, done: asyncio.Future[np.ndarray]) -> None:
         self._idle.append(worker)
+        if done.cancelled():  # the executor is shutting down: so is the app
+            return
         if done.exception() is not None:
             for call in {call for call, _ in batch}:
                 self._drop(call)
