@@ -28,7 +28,7 @@ import msgspec
 
 from indexes.config import IndexConfig, check_name
 from indexes.errors import IndexExists, IndexNotFound, IndexUnavailable
-from indexes.store import DATABASE, IndexStore
+from indexes.store import DATABASE, DEFAULT_OPTIONS, IndexStore, StoreOptions
 
 log = logging.getLogger("vsearch")
 CREATING, DELETING = ".creating-", ".deleting-"
@@ -83,10 +83,10 @@ class _Open:
 
 
 class IndexCatalog:
-    def __init__(self, root: Path, max_open: int = 128, search_threads: int = 1) -> None:
+    def __init__(self, root: Path, max_open: int = 128, options: StoreOptions = DEFAULT_OPTIONS) -> None:
         self.root = root
         self.max_open = max_open
-        self.search_threads = search_threads
+        self.options = options
         root.mkdir(parents=True, exist_ok=True)
         self._open: OrderedDict[str, _Open] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
@@ -119,7 +119,7 @@ class IndexCatalog:
             def build() -> None:
                 staging = self.root / f"{CREATING}{config.name}-{uuid.uuid4().hex[:8]}"  # fresh for each try
                 try:
-                    IndexStore(staging, config).close()
+                    IndexStore(staging, config, self.options).close()
                     staging.rename(folder)
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
@@ -178,7 +178,7 @@ class IndexCatalog:
         if state == "damaged":
             raise IndexUnavailable(name, f"{folder / DATABASE} is not an SQLite database")
         try:
-            return IndexStore(folder, search_threads=self.search_threads)
+            return IndexStore(folder, options=self.options)
         except (OSError, sqlite3.OperationalError) as exc:
             if out_of_descriptors(exc):
                 raise  # for _with_descriptors

@@ -14,6 +14,10 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 Metric = Literal["cosine", "ip", "l2"]
 Kind = Literal["flat", "hnsw"]
+# How FAISS holds vectors in memory (SQLite always keeps float32): none (float32, 4 bytes a dimension), sq8 (1 byte
+# a dimension) or binary (1 bit a dimension: its sign); quantized results are rescored exactly from SQLite. No
+# product quantization: FAISS's IndexPQ takes no ID selector, which deletions and filters need.
+Quantization = Literal["none", "sq8", "binary"]
 LexicalTokenizer = Literal["porter", "unicode61", "trigram"]
 # What a declared metadata field holds. Recorded for readers; the index serves comparisons of any JSON scalar, and
 # filters mean the same with or without it.
@@ -37,6 +41,7 @@ class IndexConfig(msgspec.Struct, kw_only=True, frozen=True):
     metric: Metric = "cosine"
     kind: Kind = "flat"
     hnsw: HnswConfig | None = None
+    quantization: Quantization = "none"
     query_model: str | None = None  # changeable after creation: a fine-tuned query encoder over `model`
     lexical_tokenizer: LexicalTokenizer = "porter"  # FTS5 tokenizer for lexical (BM25) search
     # Metadata fields (dotted paths) with a column and a B-tree index of their own, for filters on them; more can
@@ -65,6 +70,9 @@ def check_config(config: IndexConfig) -> IndexConfig:
         raise InvalidConfig(f"Invalid index config: {exc}", at.group(1) if at else None) from None
     for field in config.metadata_indexes:
         json_path(field, f"metadata_indexes.{field}")
+    if config.quantization == "binary" and (config.dimensions % 8 or config.metric != "cosine"):
+        raise InvalidConfig("'binary' quantization needs the cosine metric and dimensions that are a multiple of 8.",
+                            "quantization")  # fmt: skip
     if config.kind == "hnsw":
         return msgspec.structs.replace(config, hnsw=config.hnsw or HnswConfig())
     if config.hnsw is not None:

@@ -73,6 +73,17 @@ class Database:
         for part in batches(values):
             yield from self.conn.execute(sql.format(marks=",".join("?" * len(part))), [*params, *part])
 
+    def disconnect(self) -> None:
+        """Close this thread's connection: a short-lived thread's, before it ends."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+                conn.close()
+        self._local.conn = None
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -9,13 +9,15 @@ was acknowledged.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -28,13 +30,12 @@ from indexes.ranking import RankedList, ranks_by_id, reciprocal_rank_fusion
 from indexes.rwlock import RWLock
 from indexes.sqlite import Database
 from indexes.values import DocumentRecord, Hit, IndexStats, SearchRequest, StoredDocument, UpsertResult
-from indexes.vectors import VectorIndex
+from indexes.vectors import MERGE_SIZE, RESCORE_FACTOR, VectorIndex
+
+log = logging.getLogger(__name__)
 
 DATABASE = "index.sqlite"
 VECTORS = "vectors.faiss"
-# Filtered queries whose candidates are at most this many are scored exactly from SQLite's vectors; broader ones
-# are answered by FAISS over-fetch and the filter (exact for flat, graph search for HNSW).
-EXACT_SCORING_LIMIT = 20_000
 CHECKPOINT_SECONDS = 30
 HYBRID_DEPTH = 100  # hybrid fuses the best this-many (or top_k, if more) of each list
 MAX_QUERY_TERMS = 64
@@ -46,6 +47,44 @@ LEXICAL_TOKENIZERS = {
 EMPTY: RankedList = (np.empty(0, np.float32), np.empty(0, np.int64))
 
 
+FilterPath = Literal["exact", "selector", "overfetch"]
+
+
+class PlannerLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Where plan_filter() switches paths. Measured at 100k and 1M x 384-d on 2 cores (scripts/bench_scale.py,
+    docs/architecture.md): scoring from SQLite costs ~1.5 us per candidate (its blob read), FAISS with an ID
+    selector a membership test per vector held plus the candidates' ids, over-fetch a full FAISS search plus a
+    filter test per id fetched."""
+
+    exact_limit: int = 2_000  # at most this many estimated matches: scored exactly from SQLite's vectors
+    broad_share: float = 0.1  # at least this share of the index matches: over-fetch, whatever the fields
+    sample_size: int = 256  # chunks looked up to estimate the share
+
+
+class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How an open index runs (not part of its config: the same index can be opened with others)."""
+
+    search_threads: int = 1  # FAISS's OpenMP threads for one search (VectorIndex.search)
+    build_threads: int = 0  # ... for a merge into `main` (0: every core)
+    merge_size: int = MERGE_SIZE  # fresh vectors that trigger a merge
+    compact_ratio: float = 0.2  # tombstones, as a share of `main`, that trigger a rebuild
+    planner: PlannerLimits = PlannerLimits()
+
+
+DEFAULT_OPTIONS = StoreOptions()
+
+
+def plan_filter(estimated: float, share: float, enumerable: bool, limits: PlannerLimits) -> FilterPath:
+    """How to answer a filtered dense search. A few matches: score them exactly. Many, and SQLite can list them
+    from a declared field's index: FAISS over them with an ID selector. Otherwise (a broad filter, or one SQLite
+    could only list by scanning every document) over-fetch from FAISS and test the filter on what comes back."""
+    if estimated <= limits.exact_limit:
+        return "exact"
+    if share >= limits.broad_share or not enumerable:
+        return "overfetch"
+    return "selector"
+
+
 def fts_query(text: str) -> str:
     """Any text as an FTS5 query: its words, each quoted as a literal, any of them matching (BM25 ranks the
     documents with more and rarer words first). FTS5's own syntax (quotes, *, NEAR, -, :) never reaches it."""
@@ -55,16 +94,23 @@ def fts_query(text: str) -> str:
 
 class IndexStore:
     def __init__(
-        self, folder: Path, config: IndexConfig | None = None, compact_ratio: float = 0.2, search_threads: int = 1
+        self,
+        folder: Path,
+        config: IndexConfig | None = None,
+        options: StoreOptions = DEFAULT_OPTIONS,
     ) -> None:
-        """Open the index in `folder`, creating it with `config` when given. `search_threads`: FAISS's threads for
-        one search (VectorIndex.search)."""
+        """Open the index in `folder`, creating it with `config` when given."""
         self.folder = folder
-        self._search_threads = search_threads
+        self._options = options
+        self._search_threads = options.search_threads
         self._vectors_path = folder / VECTORS
         self._lock = RWLock()  # readers: searches and reads; writer: a commit plus its FAISS update
         self._checkpoint_lock = threading.Lock()
-        self._compact_ratio = compact_ratio
+        self._saving = threading.Event()  # a checkpoint is writing FAISS's `main`: merges wait
+        self._build_threads = options.build_threads
+        self._planner = options.planner
+        self._merge_size = options.merge_size
+        self._compact_ratio = options.compact_ratio
         self._closed = False  # set under the write lock: after it, every read and write is IndexNotFound
         if config is not None:
             folder.mkdir(parents=True, exist_ok=False)
@@ -75,6 +121,8 @@ class IndexStore:
         self._ensure_lexical_table()
         self._vectors, self._checkpoint_seq = self._open_vectors()
         self._last_checkpoint = time.monotonic()
+        if self._vectors.merge_due():  # much was written after the checkpoint: serve now, merge in the background
+            self._in_background(self._merge, "merge")
 
     # --- SQLite plumbing ------------------------------------------------------------------------------------------
 
@@ -161,7 +209,7 @@ class IndexStore:
 
     def _open_vectors(self) -> tuple[VectorIndex, int]:
         seq = self._seq()
-        loaded = VectorIndex.load(self._vectors_path, self.config)
+        loaded = VectorIndex.load(self._vectors_path, self.config, self._merge_size)
         if loaded is not None and loaded[1] <= seq:
             vectors, checkpoint = loaded
             self._catch_up(vectors, checkpoint)
@@ -170,28 +218,21 @@ class IndexStore:
         return self._rebuild(), -1
 
     def _catch_up(self, vectors: VectorIndex, since: int) -> None:
-        """Replay what SQLite committed after the checkpoint: removals first, then additions."""
-        # Only ids the checkpoint holds can be removed from it (ids grow: later ones are not in the file).
-        held = vectors.max_id()
+        """Replay what SQLite committed after the checkpoint: removals first, then additions (into `fresh`, searched
+        exactly: the first query needs no merge)."""
         removed = [row[0] for row in self._db.execute("SELECT id FROM deleted_chunks WHERE seq > ?", (since,))]
-        vectors.remove(np.array([i for i in removed if i <= held], dtype=np.int64))
-        if self.config.kind == "hnsw":  # tombstones recorded before the checkpoint are still in the graph...
-            rows = self._db.execute("SELECT id FROM deleted_chunks WHERE id <= ?", (held,))
-            # ... unless a compaction rebuilt it without them: a tombstone only for an id the graph holds.
-            vectors.tombstones.update(int(i) for i in np.intersect1d([row[0] for row in rows], vectors.ids()))
+        vectors.remove(np.array(removed, dtype=np.int64))
         for ids, matrix in self._vector_pages("WHERE seq > ?", (since,)):
             vectors.add(ids, matrix)
 
     def _consistent(self, vectors: VectorIndex) -> bool:
-        count = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        if self.config.kind == "hnsw":
-            return vectors.ntotal >= count
-        return vectors.ntotal == count
+        return vectors.live == self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
 
     def _rebuild(self) -> VectorIndex:
-        vectors = VectorIndex(self.config)
+        vectors = VectorIndex(self.config, merge_size=self._merge_size)
         for ids, matrix in self._vector_pages("", ()):
             vectors.add(ids, matrix)
+            vectors.merge(self._build_threads)
         return vectors
 
     def _vector_pages(self, where: str, params: tuple, page: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -203,31 +244,59 @@ class IndexStore:
     def _matrix(self, blobs: Sequence[bytes]) -> np.ndarray:
         return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), self.config.dimensions)
 
+    def _merge(self) -> None:
+        """Move FAISS's `fresh` vectors into `main`; not while a checkpoint is writing `main` (the next write
+        merges instead)."""
+        with self._lock.write():
+            if not self._closed and not self._saving.is_set():
+                self._vectors.merge(self._build_threads)
+
     def checkpoint(self) -> None:
-        """Write FAISS to disk with the sequence it reflects, then forget the deletions it includes."""
-        # Readers share the read lock, so two threads could both decide to checkpoint: one writes at a time.
-        with self._checkpoint_lock, self._lock.read():
-            if self._closed:
-                return
-            seq = self._seq()
-            if seq == self._checkpoint_seq and self._vectors_path.exists():
-                return
-            self._vectors.save(self._vectors_path, seq)
-            if not self._vectors.tombstones:  # the file holds none of the deleted vectors: forget them
-                self._db.execute("DELETE FROM deleted_chunks WHERE seq <= ?", (seq,))
+        """Write FAISS to disk with the sequence it reflects, then forget the deletions it includes. Writers and
+        readers wait only while `fresh` and the tombstones are copied, not while the file is written."""
+        with self._checkpoint_lock:  # one checkpoint at a time
+            with self._lock.read():
+                if self._closed:
+                    return
+                seq = self._seq()
+                if seq == self._checkpoint_seq and self._vectors_path.exists():
+                    return
+                snapshot = self._vectors.snapshot()
+                self._saving.set()  # no merge changes `main` until it is written
+            try:
+                snapshot.save(self._vectors_path, seq)
+            finally:
+                self._saving.clear()
+            self._db.execute("DELETE FROM deleted_chunks WHERE seq <= ?", (seq,))
             self._checkpoint_seq = seq
             self._last_checkpoint = time.monotonic()
 
     def _maybe_checkpoint(self) -> None:
-        # Writing FAISS costs time in proportion to its size, so not after every batch: what a crash loses
-        # in between is replayed from SQLite on the next open. (checkpoint() skips it when nothing changed.)
-        if time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
-            self.checkpoint()
+        # Writing FAISS costs time in proportion to its size, so not after every batch, and in the background:
+        # what a crash loses in between is replayed from SQLite on the next open. (checkpoint() skips it when
+        # nothing changed.)
+        if time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS and not self._checkpoint_lock.locked():
+            self._last_checkpoint = time.monotonic()
+            self._in_background(self.checkpoint, "checkpoint")
+
+    def _in_background(self, task: Callable[[], None], what: str) -> None:
+        """Run `task` in a thread of its own. A failure (a full disk) is logged: the record is SQLite, and the next
+        checkpoint or open makes up for it."""
+
+        def run() -> None:
+            try:
+                task()
+            except Exception:
+                log.exception("%s of index '%s' failed", what, self.config.name)
+            finally:
+                self._db.disconnect()
+
+        threading.Thread(target=run, name=f"{what}-{self.config.name}", daemon=True).start()
 
     def _maybe_compact(self) -> None:
-        """HNSW keeps deleted vectors as tombstones; past a share of the graph, rebuild it without them."""
+        """Deleted vectors stay in `main` as tombstones; past a share of it, rebuild it without them."""
         vectors = self._vectors
-        if self.config.kind != "hnsw" or len(vectors.tombstones) <= self._compact_ratio * max(vectors.ntotal, 1):
+        if len(vectors.tombstones) <= self._compact_ratio * max(vectors.ntotal, 1):
             return
         with self._lock.write():
             if self._closed:
@@ -305,6 +374,8 @@ class IndexStore:
             self._vectors.remove(np.array(removed, dtype=np.int64))
             if new_ids:
                 self._vectors.add(np.array(new_ids, dtype=np.int64), np.stack(new_vectors))
+            if self._vectors.merge_due() and not self._saving.is_set():
+                self._vectors.merge(self._build_threads)
         self._maybe_compact()
         self._maybe_checkpoint()
         return UpsertResult(created, updated)
@@ -374,7 +445,7 @@ class IndexStore:
         with self._reading():  # one consistent moment for both stores
             documents = self._db.execute("SELECT count(*) FROM documents").fetchone()[0]
             vectors = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-            live = self._vectors.ntotal - len(self._vectors.tombstones)
+            live = self._vectors.live
         size = sum(path.stat().st_size for path in self.folder.iterdir() if path.is_file())
         return IndexStats(documents, vectors, live, size)
 
@@ -420,37 +491,82 @@ class IndexStore:
         return -np.array([r[1] for r in rows], dtype=np.float64), np.array([r[0] for r in rows], dtype=np.int64)
 
     def _dense_search(self, query: np.ndarray, top_k: int, where: MetadataFilter | None) -> RankedList:
-        """The filter's candidates are counted first, by id only (no vector blobs read; a declared field's index
-        finds them without a scan). Up to EXACT_SCORING_LIMIT are scored exactly from SQLite's vectors; more means
-        a broad filter, and then FAISS over-fetches and the filter keeps what passes (exact for flat too: every
-        matching vector better than the last one kept is within FAISS's exact top k')."""
+        """The `top_k` nearest chunks that pass `where`; for a filter, by the path plan_filter() picks."""
         if where is None:
-            return self._vectors.search(query, top_k, threads=self._search_threads)
+            return self._rescored(query, top_k, *self._vectors.search(query, top_k, self._search_threads))
         joined = f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where.sql}"
-        candidates = [row[0] for row in self._db.execute(f"SELECT c.id {joined} LIMIT ?",
-                                                         [*where.params, EXACT_SCORING_LIMIT + 1])]  # fmt: skip
+        total = self._vectors.live
+        if total <= self._planner.exact_limit:  # nothing to estimate: the whole index is a small set
+            share, enumerable = 1.0, True
+        else:
+            share, enumerable = self._matching_share(where), self._enumerable(joined, where)
+        path = plan_filter(share * total, share, enumerable, self._planner)
+        if path == "overfetch":
+            return self._overfetch(query, top_k, where, joined, share)
+        limit = self._planner.exact_limit * 4 if path == "exact" else None  # an estimate can be wrong: bounded
+        candidates = self._candidates(joined, where, limit)
         if not candidates:
             return EMPTY
-        if len(candidates) <= EXACT_SCORING_LIMIT:
-            rows = list(self._db.select_in("SELECT id, vector FROM chunks WHERE id IN ({marks})", candidates))
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            scores = self._vectors.exact_scores(query, self._matrix([r[1] for r in rows]))
-            best = np.argsort(-scores, kind="stable")[:top_k]
-            return scores[best], ids[best]
-        return self._overfetch(query, top_k, where, joined)
+        if path == "exact" and len(candidates) <= limit:
+            return self._score_exactly(query, candidates, top_k)
+        allowed = np.array(candidates, dtype=np.int64)
+        return self._rescored(query, top_k, *self._vectors.search(query, top_k, self._search_threads, allowed))
 
-    def _overfetch(self, query: np.ndarray, top_k: int, where: MetadataFilter, joined: str) -> RankedList:
-        """The best `top_k` that pass a broad filter: FAISS's best k' of everything, filtered, with k' widened
-        (x4) until `top_k` pass or k' covers the whole index."""
+    def _candidates(self, joined: str, where: MetadataFilter, limit: int | None) -> list[int]:
+        """The chunk ids that pass the filter (up to `limit` + 1), read by id only: no vector blob is touched."""
+        sql, params = f"SELECT c.id {joined}", list(where.params)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", [*params, limit + 1]
+        return [row[0] for row in self._db.execute(sql, params)]
+
+    def _matching_share(self, where: MetadataFilter) -> float:
+        """The filter's selectivity, estimated on a random sample of the index's chunks (each looked up by id)."""
+        sample = self._vectors.sample_ids(self._planner.sample_size)
+        matched, found = 0, 0
+        for row in self._db.select_in(
+            f"SELECT {where.sql} FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.id IN ({{marks}})",
+            [int(i) for i in sample],
+            where.params,
+        ):
+            found += 1
+            matched += bool(row[0])
+        return (matched + 0.5) / (found + 1)  # never 0: a filter nothing in the sample passes is rare, not empty
+
+    def _enumerable(self, joined: str, where: MetadataFilter) -> bool:
+        """Whether SQLite finds the filter's matches through an index (declared fields) instead of a scan."""
+        plan = self._db.execute(f"EXPLAIN QUERY PLAN SELECT c.id {joined}", where.params).fetchall()
+        return not any(re.match(r"SCAN [cd]\b", row[3]) for row in plan)  # (an $in list's json_each is scanned)
+
+    def _score_exactly(self, query: np.ndarray, ids: Sequence[int], top_k: int) -> RankedList:
+        """The best `top_k` of `ids`, scored from SQLite's float32 vectors."""
+        rows = list(self._db.select_in("SELECT id, vector FROM chunks WHERE id IN ({marks})", ids))
+        if not rows:
+            return EMPTY
+        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        scores = self._vectors.exact_scores(query, self._matrix([r[1] for r in rows]))
+        best = np.argsort(-scores, kind="stable")[:top_k]
+        return scores[best], found[best]
+
+    def _rescored(self, query: np.ndarray, top_k: int, scores: np.ndarray, ids: np.ndarray) -> RankedList:
+        """FAISS's candidates, best first; a quantized index's approximate ones are rescored exactly."""
+        if not self._vectors.approximate:
+            return scores[:top_k], ids[:top_k]
+        depth = top_k * RESCORE_FACTOR[self.config.quantization]
+        return self._score_exactly(query, [int(i) for i in ids[:depth]], top_k)
+
+    def _overfetch(self, query: np.ndarray, top_k: int, where: MetadataFilter, joined: str, share: float) -> RankedList:
+        """The best `top_k` that pass a broad filter: FAISS's best k' of everything (k' from the estimated share,
+        with a margin), filtered, and k' widened x4 until `top_k` pass or k' covers the whole index. Exact for flat:
+        every passing vector better than the last one kept is within FAISS's exact top k'."""
         total = self._vectors.ntotal
-        wanted = top_k * 4
+        wanted = max(top_k * 2, int(top_k / share * 2))
         while True:
             scores, ids = self._vectors.search(query, min(wanted, total), threads=self._search_threads)
             passing = {row[0] for row in self._db.select_in(
                 f"SELECT c.id {joined} AND c.id IN ({{marks}})", [int(i) for i in ids], where.params)}  # fmt: skip
             keep = np.fromiter((int(i) in passing for i in ids), dtype=bool, count=len(ids))
             if keep.sum() >= top_k or wanted >= total:
-                return scores[keep][:top_k], ids[keep][:top_k]
+                return self._rescored(query, top_k, scores[keep], ids[keep])
             wanted *= 4
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]]) -> list[Hit]:
@@ -488,6 +604,9 @@ class IndexStore:
         try:
             if checkpoint and not self._closed:
                 self.checkpoint()
+            else:
+                with self._checkpoint_lock:  # a background checkpoint still writing in the folder: let it finish
+                    pass
         finally:
             with self._lock.write():
                 self._closed = True

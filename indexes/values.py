@@ -46,7 +46,7 @@ class Hit(msgspec.Struct, frozen=True):
     text: str
     metadata: dict[str, Any]
     parent_id: str | None
-    vector: np.ndarray
+    vector: np.ndarray | None  # when asked for (SearchRequest.with_vectors)
     ranks: dict[str, int]  # rank of the hit in each list it came from ("dense", "lexical")
 
 
@@ -73,3 +73,4 @@ class SearchRequest(msgspec.Struct, frozen=True, kw_only=True):
     filter: MetadataFilter | None = None  # compiled, so a bad filter fails before anything is embedded
     min_score: float | None = None
     fusion: Fusion = Fusion()
+    with_vectors: bool = False  # read each hit's stored vector (otherwise the blobs are not touched)

@@ -1,10 +1,21 @@
-"""The FAISS side of an index: derived from SQLite, kept in memory, checkpointed to one file."""
+"""The FAISS side of an index: derived from SQLite, kept in memory, checkpointed to one file.
+
+Two FAISS indexes per index:
+- `main`, of the index's kind (flat or HNSW, float32 or quantized), only ever grown in large batches, never
+  changed in place: a deletion is a tombstone, excluded at search time, until the store compacts by rebuilding;
+- `fresh`, an exact flat index of what was added since the last merge into `main`.
+A write lands in `fresh` (a copy, cheap at any size); `merge()` moves `fresh` into `main` once it is big enough,
+in one batch with all of FAISS's threads (HNSW builds several times faster in large batches on all cores). Because
+`main` changes only by merge, a checkpoint can write it without holding any lock (see IndexStore.checkpoint), and a
+restart serves from the checkpoint with what is newer in `fresh`, searched exactly, at once.
+"""
 
 from __future__ import annotations
 
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import faiss
@@ -12,8 +23,12 @@ import numpy as np
 
 from indexes.config import IndexConfig
 
-_MAGIC = b"VSFAISS1"
-_HEADER = struct.Struct("<8sqI")  # magic, sequence it reflects, crc32 of the payload
+_MAGIC = b"VSFAISS2"
+_HEADER = struct.Struct("<8sqIq")  # magic, sequence it reflects, crc32 of the payload, payload length
+MERGE_SIZE = 10_000  # fresh vectors that trigger a merge: large enough for HNSW's batch speed and for training
+# Quantized indexes keep only approximate vectors: they propose this many times top_k candidates, which the store
+# rescores exactly from SQLite's float32 vectors.
+RESCORE_FACTOR = {"none": 1, "sq8": 4, "binary": 20}
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -23,23 +38,54 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 class VectorIndex:
-    """FAISS ids are the SQLite chunk ids. HNSW cannot delete in place: its deletions are tombstones, filtered out
-    at search time, until the store compacts by rebuilding."""
+    """FAISS ids are the SQLite chunk ids, which only grow: every id in `main` is below every id in `fresh`."""
 
-    def __init__(self, config: IndexConfig, index: faiss.Index | None = None) -> None:
+    def __init__(
+        self,
+        config: IndexConfig,
+        main: faiss.Index | None = None,
+        fresh: faiss.Index | None = None,
+        tombstones: set[int] | None = None,
+        merge_size: int = MERGE_SIZE,
+    ) -> None:
         self.config = config
-        self.index = index if index is not None else self._new_index(config)
-        self.tombstones: set[int] = set()
+        self.merge_size = merge_size
+        self.main = main if main is not None else self._new_main(config)
+        self.fresh = fresh if fresh is not None else faiss.IndexIDMap2(faiss.IndexFlat(config.dimensions, self._metric))
+        self.tombstones: set[int] = tombstones or set()  # ids deleted from `main`
+        self._fresh_ids: set[int] = set(int(i) for i in faiss.vector_to_array(self.fresh.id_map))
+        self._main_ids = faiss.vector_to_array(self.main.id_map)  # a copy: `main` changes only by merge
+
+    @property
+    def _metric(self) -> int:
+        return faiss.METRIC_L2 if self.config.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+    @property
+    def _binary(self) -> bool:
+        return self.config.quantization == "binary"
+
+    @property
+    def approximate(self) -> bool:
+        """Whether `search` scores are approximate (quantized): the store rescores them."""
+        return self.config.quantization != "none"
 
     @staticmethod
-    def _new_index(config: IndexConfig) -> faiss.Index:
+    def _new_main(config: IndexConfig) -> faiss.Index:
+        d, quantization = config.dimensions, config.quantization
         metric = faiss.METRIC_L2 if config.metric == "l2" else faiss.METRIC_INNER_PRODUCT
-        if config.kind == "hnsw":
-            assert config.hnsw is not None
-            base = faiss.IndexHNSWFlat(config.dimensions, config.hnsw.m, metric)
-            base.hnsw.efConstruction = config.hnsw.ef_construction
+        hnsw = config.hnsw if config.kind == "hnsw" else None
+        if quantization == "binary":  # one bit per dimension (its sign), Hamming distance
+            base = faiss.IndexBinaryHNSW(d, hnsw.m) if hnsw else faiss.IndexBinaryFlat(d)
+            if hnsw:
+                base.hnsw.efConstruction = hnsw.ef_construction
+            return faiss.IndexBinaryIDMap2(base)
+        if quantization == "sq8":  # one byte per dimension, per-dimension ranges learnt from the first merge
+            sq8 = faiss.ScalarQuantizer.QT_8bit
+            base = faiss.IndexHNSWSQ(d, sq8, hnsw.m, metric) if hnsw else faiss.IndexScalarQuantizer(d, sq8, metric)
         else:
-            base = faiss.IndexFlat(config.dimensions, metric)
+            base = faiss.IndexHNSWFlat(d, hnsw.m, metric) if hnsw else faiss.IndexFlat(d, metric)
+        if hnsw:
+            base.hnsw.efConstruction = hnsw.ef_construction
         return faiss.IndexIDMap2(base)
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
@@ -47,29 +93,59 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.config.dimensions)
         return normalize(vectors) if self.config.metric == "cosine" else vectors
 
+    def _main_codes(self, vectors: np.ndarray) -> np.ndarray:
+        return np.packbits(vectors > 0, axis=1) if self._binary else vectors
+
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        """Vectors held, tombstoned ones included."""
+        return int(self.main.ntotal + self.fresh.ntotal)
 
-    def ids(self) -> np.ndarray:
-        """Every id the index holds (tombstoned ones included)."""
-        return faiss.vector_to_array(self.index.id_map)
-
-    def max_id(self) -> int:
-        """The largest id in the index (-1 when empty)."""
-        return int(self.ids().max()) if self.index.ntotal else -1
+    @property
+    def live(self) -> int:
+        return self.ntotal - len(self.tombstones)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
-            self.index.add_with_ids(self.prepare(vectors), np.asarray(ids, dtype=np.int64))
+            self.fresh.add_with_ids(self.prepare(vectors), np.asarray(ids, dtype=np.int64))
+            self._fresh_ids.update(int(i) for i in ids)
 
     def remove(self, ids: np.ndarray) -> None:
         if not len(ids):
             return
-        if self.config.kind == "hnsw":
-            self.tombstones.update(int(i) for i in ids)
-        else:
-            self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+        in_fresh = [int(i) for i in ids if int(i) in self._fresh_ids]
+        if in_fresh:
+            self.fresh.remove_ids(np.array(in_fresh, dtype=np.int64))
+            self._fresh_ids.difference_update(in_fresh)
+        # An id in neither (a replayed deletion of something never added here) is not a tombstone.
+        ids = np.asarray(ids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._main_ids, ids), max(len(self._main_ids) - 1, 0))
+        in_main = ids[self._main_ids[at] == ids] if len(self._main_ids) else ids[:0]  # main's ids are ascending
+        self.tombstones.update(int(i) for i in in_main)
+
+    def sample_ids(self, size: int) -> np.ndarray:
+        """`size` ids drawn at random from those held (tombstoned ones included), for estimates."""
+        every = np.concatenate([self._main_ids, np.fromiter(self._fresh_ids, dtype=np.int64)])
+        return every[np.random.default_rng().integers(0, len(every), size)] if len(every) else every
+
+    def merge_due(self) -> bool:
+        return self.fresh.ntotal >= self.merge_size
+
+    def merge(self, threads: int = 0) -> None:
+        """Move `fresh` into `main` in one batch (training a quantizer first, on these vectors, if it needs it).
+        `threads`: FAISS's OpenMP threads for it (0: every core)."""
+        if not self.fresh.ntotal or (not self.main.is_trained and self.fresh.ntotal < self.merge_size):
+            return  # a quantizer learns from a merge-sized sample at least; until then all is exact in `fresh`
+        faiss.omp_set_num_threads(threads or os.cpu_count() or 1)
+        ids = faiss.vector_to_array(self.fresh.id_map).copy()
+        vectors = self.fresh.index.reconstruct_n(0, len(ids))
+        codes = self._main_codes(vectors)
+        if not self.main.is_trained:
+            self.main.train(codes)
+        self.main.add_with_ids(codes, ids)
+        self._main_ids = np.concatenate([self._main_ids, ids])
+        self.fresh.reset()
+        self._fresh_ids.clear()
 
     def scores_from(self, distances: np.ndarray) -> np.ndarray:
         """Higher is better for every metric: the inner product (= cosine for cosine), or minus the Euclidean
@@ -79,14 +155,17 @@ class VectorIndex:
         return distances
 
     def exact_scores(self, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        """What FAISS would score, computed directly (for small filtered candidate sets)."""
+        """What FAISS would score, computed directly (for candidates scored from SQLite's vectors)."""
         query, vectors = self.prepare(query)[0], self.prepare(vectors)
         if self.config.metric == "l2":
             return -np.linalg.norm(vectors - query, axis=1)
         return vectors @ query
 
-    def search(self, query: np.ndarray, k: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of the `k` best live vectors, best first.
+    def search(
+        self, query: np.ndarray, k: int, threads: int = 1, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the `k` best live vectors, best first; only ids in `allowed`, when given. For a
+        quantized index, `k` times RESCORE_FACTOR candidates with approximate scores, for the store to rescore.
 
         `threads`: FAISS's OpenMP threads for it (0: OpenMP's default, every core). OpenMP keeps that count per
         calling thread, so it is set here, in the thread that searches. One query gains little from more: measured
@@ -94,42 +173,126 @@ class VectorIndex:
         39.0 ms with the default, whose threads spin against the inference threads."""
         if threads > 0:
             faiss.omp_set_num_threads(threads)
-        if self.config.kind == "hnsw":
+        query = self.prepare(query)
+        keep: list[faiss.IDSelector] = []  # the SWIG selectors must outlive the search: params.sel alone does not
+        only = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+        keep.append(only)
+        lists = []
+        if self.fresh.ntotal:
+            lists.append(self._search_one(self.fresh, query, k, only, graph=False))
+        if self.main.ntotal:
+            main_only = only
+            if self.tombstones:
+                dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
+                main_only = faiss.IDSelectorNot(dead)
+                keep += [dead, main_only]
+                if only is not None:
+                    main_only = faiss.IDSelectorAnd(only, main_only)
+                    keep.append(main_only)
+            depth = k * RESCORE_FACTOR[self.config.quantization]
+            codes = self._main_codes(query)
+            if only is not None and self.config.kind == "hnsw":
+                # A filter's candidates, scanned exhaustively in the graph's own storage (by position): exact, where
+                # a graph walk through mostly filtered-out nodes misses matches.
+                by_position = faiss.IDSelectorTranslated(self.main.id_map, main_only)
+                keep.append(by_position)
+                scores, positions = self._search_one(self._main_storage(), codes, depth, by_position, graph=False)
+                lists.append((scores, self._main_ids[positions]))
+            else:
+                lists.append(self._search_one(self.main, codes, depth, main_only, graph=self.config.kind == "hnsw"))
+        if not lists:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        scores, ids = np.concatenate([s for s, _ in lists]), np.concatenate([i for _, i in lists])
+        best = np.argsort(-scores, kind="stable")
+        return scores[best], ids[best]
+
+    def _main_storage(self) -> faiss.Index:
+        """The flat (or quantized flat) index under `main`'s HNSW graph, by position."""
+        if self._binary:
+            return faiss.downcast_IndexBinary(faiss.downcast_IndexBinary(self.main.index).storage)
+        return faiss.downcast_index(faiss.downcast_index(self.main.index).storage)
+
+    def _search_one(
+        self, index: faiss.Index, query: np.ndarray, k: int, only: faiss.IDSelector | None, graph: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, int(index.ntotal))
+        if graph:
             assert self.config.hnsw is not None
             params = faiss.SearchParametersHNSW(efSearch=max(self.config.hnsw.ef_search, k))
         else:
             params = faiss.SearchParameters()
-        if self.tombstones:  # HNSW's deleted vectors: excluded (the SWIG selectors must outlive the search)
-            dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
-            alive = faiss.IDSelectorNot(dead)  # held here: params.sel alone does not keep it alive
-            params.sel = alive
-        distances, ids = self.index.search(self.prepare(query), k, params=params)
+        if only is not None:
+            params.sel = only
+        distances, ids = index.search(query, k, params=params)
         found = ids[0] >= 0
+        if index is not self.fresh and self._binary:  # h differing sign bits of d: the angle is about pi * h / d
+            return np.cos(np.pi * distances[0][found] / self.config.dimensions).astype(np.float32), ids[0][found]
         return self.scores_from(distances[0][found]), ids[0][found]
 
+    def snapshot(self) -> VectorIndex:
+        """A copy to checkpoint from: `fresh` and the tombstones copied, `main` shared (it changes only by merge,
+        which the store holds back while the copy is written)."""
+        return VectorIndex(self.config, self.main, faiss.clone_index(self.fresh), set(self.tombstones), self.merge_size)
+
     def save(self, path: Path, seq: int) -> None:
-        """Atomically write the index with the change sequence it reflects."""
-        payload = faiss.serialize_index(self.index).tobytes()
+        """Atomically write the index with the change sequence it reflects, streamed: no copy of it in memory."""
         partial = path.with_suffix(".partial")
         with partial.open("wb") as f:
-            f.write(_HEADER.pack(_MAGIC, seq, zlib.crc32(payload)))
-            f.write(payload)
+            f.write(_HEADER.pack(_MAGIC, seq, 0, 0))
+            crc, length = 0, 0
+
+            def write(chunk: bytes) -> int:
+                nonlocal crc, length
+                crc, length = zlib.crc32(chunk, crc), length + len(chunk)
+                f.write(chunk)
+                return len(chunk)
+
+            writer = faiss.PyCallbackIOWriter(write)
+            (faiss.write_index_binary if self._binary else faiss.write_index)(self.main, writer)
+            faiss.write_index(self.fresh, writer)
+            del writer  # flushes its buffer through `write`
+            write(np.fromiter(sorted(self.tombstones), dtype="<i8").tobytes())
+            f.seek(0)
+            f.write(_HEADER.pack(_MAGIC, seq, crc, length))
             f.flush()
             os.fsync(f.fileno())
         partial.replace(path)
 
     @classmethod
-    def load(cls, path: Path, config: IndexConfig) -> tuple[VectorIndex, int] | None:
-        """The checkpointed index and its sequence, or None if the file is missing, damaged or of another shape."""
+    def load(cls, path: Path, config: IndexConfig, merge_size: int = MERGE_SIZE) -> tuple[VectorIndex, int] | None:
+        """The checkpointed index and its sequence, or None if the file is missing, damaged or of another shape.
+        Streamed: memory peaks at the index's own size."""
         try:
-            data = path.read_bytes()
-            magic, seq, crc = _HEADER.unpack_from(data)
-            payload = data[_HEADER.size :]
-            if magic != _MAGIC or zlib.crc32(payload) != crc:
-                return None
-            index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
-        except (OSError, struct.error, RuntimeError):
+            with path.open("rb") as f:
+                magic, seq, crc, length = _HEADER.unpack(f.read(_HEADER.size))
+                if magic != _MAGIC or os.fstat(f.fileno()).st_size != _HEADER.size + length:
+                    return None
+                read = _CheckedReader(f.read)
+                reader = faiss.PyCallbackIOReader(read)
+                binary = config.quantization == "binary"
+                main = (faiss.read_index_binary if binary else faiss.read_index)(reader)
+                fresh = faiss.read_index(reader)
+                del reader
+                tombstones = np.frombuffer(read(length - read.consumed), dtype="<i8")
+                if read.crc != crc or read.consumed != length:
+                    return None
+        except (OSError, struct.error, RuntimeError, ValueError):
             return None
-        if index.d != config.dimensions:
+        if main.d != config.dimensions or fresh.d != config.dimensions:
             return None
-        return cls(config, index), seq
+        return cls(config, main, fresh, set(tombstones.tolist()), merge_size), seq
+
+
+class _CheckedReader:
+    """Reads through `read`, keeping the count and the crc32 of what it returned."""
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self._read = read
+        self.crc = 0
+        self.consumed = 0
+
+    def __call__(self, size: int) -> bytes:
+        chunk = self._read(size)
+        self.crc = zlib.crc32(chunk, self.crc)
+        self.consumed += len(chunk)
+        return chunk

@@ -20,6 +20,7 @@ from service.search.values import (
     Metric,
     Mode,
     NewDocument,
+    Quantization,
 )
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -107,6 +108,7 @@ class IndexObject(Struct, kw_only=True):
     metric: Metric
     kind: Kind
     hnsw: HnswConfig | None
+    quantization: Quantization
     lexical_tokenizer: LexicalTokenizer
     metadata_indexes: dict[str, FieldType]  # fields with an index of their own, for filters
     created_at: int

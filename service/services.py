@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from indexes.catalog import IndexCatalog
+from indexes.store import StoreOptions
 from service.config import Settings
 from service.embeddings.cache import CachedEmbedder, EmbeddingCache
 from service.embeddings.local import LocalEmbedder
@@ -88,7 +89,8 @@ def build_services(settings: Settings) -> Services:
     cache = EmbeddingCache(data / "cache" / "embeddings.sqlite", settings.cache_max_entries)
     registry, providers = build_registry(settings, cache)
     registry.on_embedded = metrics.count_embedded
-    catalog = IndexCatalog(data / "indexes", settings.max_open_indexes, settings.faiss_threads)
+    options = StoreOptions(search_threads=settings.faiss_threads)
+    catalog = IndexCatalog(data / "indexes", settings.max_open_indexes, options)
     search = SearchService(catalog, registry, settings.limits)
     files = FileStore(data / "files", settings.limits.max_upload_bytes)
     fine_tuning = FineTuningService(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from indexes.catalog import IndexCatalog
 from indexes.config import IndexConfig
-from indexes.store import IndexStore
+from indexes.store import IndexStore, PlannerLimits, StoreOptions, plan_filter
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from tests.conftest import start_server
 from tests.test_indexes_api import MODEL, add, new_index, query
@@ -274,31 +274,45 @@ def test_missing_or_corrupt_faiss_file_is_rebuilt(tmp_path: Path, damage: str, k
         second.stop()
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
-def test_crash_without_checkpoint_is_caught_up_from_sqlite(tmp_path: Path, kind: str):
-    """A store that is never closed (a crash) still opens with every committed write, from an old checkpoint."""
-    config = IndexConfig(name="crash", model=MODEL, dimensions=4, kind=kind)
-    catalog = IndexCatalog(tmp_path)
+STORAGE = [("flat", "none"), ("hnsw", "none"), ("flat", "sq8"), ("hnsw", "sq8"), ("flat", "binary"),
+           ("hnsw", "binary")]  # fmt: skip
+SMALL_MERGES = StoreOptions(merge_size=20)  # so that FAISS's `main`, `fresh` and tombstones all take part
+
+
+@pytest.mark.parametrize(("kind", "quantization"), STORAGE)
+def test_crash_without_checkpoint_is_caught_up_from_sqlite(tmp_path: Path, kind: str, quantization: str):
+    """A store that is never closed (a crash) still opens with every committed write, from an old checkpoint;
+    quantized or not."""
+    config = IndexConfig(name="crash", model=MODEL, dimensions=8, kind=kind, quantization=quantization)
+    catalog = IndexCatalog(tmp_path, options=SMALL_MERGES)
     catalog.create(config)
     store = catalog.acquire("crash")
     rng = np.random.default_rng(3)
 
     def docs(ids: range) -> list[DocumentRecord]:
-        return [DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, rng.normal(size=4).astype("f4"))]) for i in ids]
+        return [DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, rng.normal(size=8).astype("f4"))]) for i in ids]
 
     store.upsert(docs(range(50)))
     store.checkpoint()  # the file on disk now reflects the first 50
     store.upsert(docs(range(40, 80)))  # replaces 10, adds 30: after the checkpoint
     store.delete(["d0", "d1"])
-    expected = store.search(SearchRequest(top_k=100), np.ones((1, 4), "f4"), None)
-    reopened = IndexStore(tmp_path / "crash")  # as if the process had died: no close, no checkpoint
-    got = reopened.search(SearchRequest(top_k=100), np.ones((1, 4), "f4"), None)
+    expected = store.search(SearchRequest(top_k=100), np.ones((1, 8), "f4"), None)
+    reopened = IndexStore(tmp_path / "crash", options=SMALL_MERGES)  # as if the process had died: no close
+    got = reopened.search(SearchRequest(top_k=100), np.ones((1, 8), "f4"), None)
     assert [(h.id, round(h.score, 5)) for h in got] == [(h.id, round(h.score, 5)) for h in expected]
     assert len(got) == 78
+    reopened.close()
+    restarted = IndexStore(tmp_path / "crash", options=SMALL_MERGES)  # after a clean shutdown's checkpoint
+    again = restarted.search(SearchRequest(top_k=100), np.ones((1, 8), "f4"), None)
+    assert [(h.id, round(h.score, 5)) for h in again] == [(h.id, round(h.score, 5)) for h in expected]
+    restarted.close()
 
 
-def test_hnsw_compacts_tombstones(tmp_path: Path):
-    store = IndexStore(tmp_path / "h", IndexConfig(name="h", model=MODEL, dimensions=4, kind="hnsw"), compact_ratio=0.5)
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_deletions_compact(tmp_path: Path, kind: str):
+    """Deleted vectors stay in FAISS as tombstones until they are half of it; then it is rebuilt without them."""
+    store = IndexStore(tmp_path / "h", IndexConfig(name="h", model=MODEL, dimensions=4, kind=kind),
+                       StoreOptions(compact_ratio=0.5, merge_size=10))  # fmt: skip
     rng = np.random.default_rng(5)
     for _ in range(5):  # rewrite the same 20 documents: 80 superseded vectors over time
         store.upsert(
@@ -307,8 +321,9 @@ def test_hnsw_compacts_tombstones(tmp_path: Path):
                 for i in range(20)
             ]
         )
-    assert store._vectors.ntotal <= 40
+    assert store.stats().faiss_vectors == 20 and store._vectors.ntotal <= 40
     assert len(store.search(SearchRequest(top_k=100), np.ones((1, 4), "f4"), None)) == 20
+    store.close()
 
 
 def test_queries_never_see_half_a_batch(http):
@@ -348,31 +363,73 @@ def test_index_model_must_exist_for_query_model(http):
     assert response.status_code == 404 and response.json()["error"]["param"] == "query_model"
 
 
-@pytest.mark.parametrize("declared", [False, True])
-@pytest.mark.parametrize("exact_limit", [20_000, 50])  # 50: every filter below is "broad", FAISS over-fetches
-def test_filtered_top_k_is_exact_on_every_path(tmp_path: Path, monkeypatch, declared: bool, exact_limit: int):
-    """Whichever way the store answers (exact scoring of the candidates, or FAISS over-fetch widened until enough
-    pass), flat search gives exactly the brute-force filtered top k."""
+def test_filter_planner_thresholds():
+    limits = PlannerLimits(exact_limit=1_000, broad_share=0.1)
+    assert plan_filter(800, 0.0008, enumerable=False, limits=limits) == "exact"
+    assert plan_filter(10_000, 0.01, enumerable=True, limits=limits) == "selector"
+    assert plan_filter(10_000, 0.01, enumerable=False, limits=limits) == "overfetch"  # listing them means a scan
+    assert plan_filter(800_000, 0.8, enumerable=True, limits=limits) == "overfetch"
+
+
+FORCED = {  # limits under which plan_filter() takes one path for every filter below (the selector needs a
+    "exact": PlannerLimits(exact_limit=10**9),  # declared field)
+    "selector": PlannerLimits(exact_limit=0, broad_share=2.0),
+    "overfetch": PlannerLimits(exact_limit=0, broad_share=0.0),
+}
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+@pytest.mark.parametrize("path", list(FORCED))
+def test_filtered_top_k_is_exact_on_every_path(tmp_path: Path, monkeypatch, kind: str, path: str):
+    """Whichever path answers (exact scoring of the candidates, FAISS with an ID selector, FAISS over-fetch widened
+    until enough pass), a filtered search gives exactly the brute-force filtered top k: on flat always, on HNSW
+    wherever no graph walk is involved (exact scoring and the selector, which scans the graph's storage)."""
     import indexes.store
     from indexes.filters import compile_filter
 
-    monkeypatch.setattr(indexes.store, "EXACT_SCORING_LIMIT", exact_limit)
-    fields = {"cat": "integer"} if declared else {}
-    catalog = IndexCatalog(tmp_path)
-    catalog.create(IndexConfig(name="exact", model=MODEL, dimensions=8, metadata_indexes=fields))
+    taken: list[str] = []
+    monkeypatch.setattr(indexes.store, "plan_filter", lambda *a, **k: taken.append(plan_filter(*a, **k)) or taken[-1])
+    options = StoreOptions(planner=FORCED[path], merge_size=1000)  # 3,000 vectors: `main` and `fresh` both searched
+    catalog = IndexCatalog(tmp_path, options=options)
+    catalog.create(IndexConfig(name="exact", model=MODEL, dimensions=8, kind=kind, metadata_indexes={"cat": "integer"}))
     rng = np.random.default_rng(11)
-    vectors = rng.normal(size=(3000, 8)).astype("f4")
+    vectors = rng.normal(size=(3500, 8)).astype("f4")
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     with catalog.use("exact") as store:
         store.upsert([DocumentRecord(f"d{i}", "", {"cat": i % 100}, "h", [ChunkRecord(0, 0, vectors[i])])
-                      for i in range(3000)])  # fmt: skip
+                      for i in range(3500)])  # fmt: skip
+        store.delete([f"d{i}" for i in range(0, 3500, 7)])  # tombstones in `main`, removals from `fresh`
+        live = [i for i in range(3500) if i % 7]
         query = rng.normal(size=8).astype("f4")
+        scores = unit @ (query / np.linalg.norm(query))
         for spec, matching in [({"cat": {"$gte": 20}}, lambda i: i % 100 >= 20),  # 80%
                                ({"cat": {"$in": [3, 4]}}, lambda i: i % 100 in (3, 4)),  # 2%: widened twice
                                ({"cat": 7}, lambda i: i % 100 == 7)]:  # fmt: skip
-            hits = store.search(SearchRequest(top_k=10, filter=compile_filter(spec)), query[None, :], None)
-            scores = unit @ (query / np.linalg.norm(query))
-            expected = sorted((i for i in range(3000) if matching(i)), key=lambda i: -scores[i])[:10]
+            hits = store.search(SearchRequest(top_k=10, filter=compile_filter(spec, ["cat"])), query[None, :], None)
+            assert taken[-1] == path
+            expected = sorted((i for i in live if matching(i)), key=lambda i: -scores[i])[:10]
+            if kind == "hnsw" and path == "overfetch":  # a graph walk: approximate, but only matches, best first
+                assert len(hits) == 10 and all(matching(int(h.id[1:])) for h in hits)
+                assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+                continue
             assert [h.id for h in hits] == [f"d{i}" for i in expected], spec
             assert np.allclose([h.score for h in hits], scores[expected], atol=1e-5)
     catalog.close()
+
+
+@pytest.mark.parametrize("quantization", ["sq8", "binary"])
+def test_quantized_search_rescoring_is_exact_within_its_candidates(tmp_path: Path, quantization: str):
+    """A quantized index proposes candidates; their scores are the exact float32 ones from SQLite, and a vector
+    that is in the index is found first by itself."""
+    store = IndexStore(tmp_path / "q", IndexConfig(name="q", model=MODEL, dimensions=16, quantization=quantization),
+                       StoreOptions(merge_size=200))  # fmt: skip
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(1000, 16)).astype("f4")
+    store.upsert([DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, vectors[i])]) for i in range(1000)])
+    assert store._vectors.main.ntotal >= 800  # most of it quantized
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for i in (3, 500, 999):
+        hits = store.search(SearchRequest(top_k=5), vectors[i][None, :], None)
+        assert hits[0].id == f"d{i}"
+        assert np.allclose([h.score for h in hits], [unit[int(h.id[1:])] @ unit[i] for h in hits], atol=1e-5)
+    store.close()

@@ -51,6 +51,7 @@ def index_object(info: IndexInfo) -> IndexObject:
         metric=config.metric,
         kind=config.kind,
         hnsw=config.hnsw,
+        quantization=config.quantization,
         lexical_tokenizer=config.lexical_tokenizer,
         metadata_indexes=config.metadata_indexes,
         created_at=config.created_at,
@@ -79,7 +80,7 @@ def hit_object(hit: Hit, include: list[str]) -> QueryHit:
         ranks=hit.ranks,
         text=hit.text if "text" in include else None,
         metadata=hit.metadata if "metadata" in include else None,
-        vector=hit.vector.tolist() if "vector" in include else None,
+        vector=hit.vector.tolist() if hit.vector is not None and "vector" in include else None,
         parent_id=hit.parent_id,
     )
 
@@ -194,6 +195,7 @@ async def query_index(
         mode=data.mode,
         filter=metadata_filter(data.filter),
         min_score=data.min_score,
+        with_vectors="vector" in data.include,
         fusion=Fusion(k=data.rrf_k, dense_weight=weights.dense, lexical_weight=weights.lexical)
         if weights
         else Fusion(k=data.rrf_k),

@@ -84,6 +84,7 @@ class SearchService:
             metric=spec.metric,
             kind=spec.kind,
             hnsw=spec.hnsw,
+            quantization=spec.quantization,
             lexical_tokenizer=spec.lexical_tokenizer,
             metadata_indexes=spec.metadata_indexes,
         )
@@ -290,7 +291,7 @@ class SearchService:
         config = store.config
         model = config.query_model or config.model
         request = SearchRequest(mode=query.mode, top_k=query.top_k, filter=query.filter, min_score=query.min_score,
-                                fusion=query.fusion)  # fmt: skip
+                                fusion=query.fusion, with_vectors=query.with_vectors)  # fmt: skip
         if query.vector is not None:
             if query.mode != "dense":
                 raise InvalidRequest(f"mode '{query.mode}' needs a text query, not a vector.", param="mode")
@@ -322,7 +323,7 @@ class SearchService:
     @translates_store_errors
     async def nearest(self, name: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
         """The `top_k` nearest chunks of each of `vectors` (dense, unfiltered): for mining hard negatives."""
-        request = SearchRequest(top_k=top_k)
+        request = SearchRequest(top_k=top_k, with_vectors=True)
         return await self._on_index(name, lambda store: [store.search(request, v[None, :], None) for v in vectors])
 
     # --- operations -----------------------------------------------------------------------------------------------

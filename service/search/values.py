@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, overload
 import msgspec
 from msgspec import Meta, Struct
 
-from indexes.config import FieldType, HnswConfig, HnswInt, IndexConfig, Kind, LexicalTokenizer, Metric
+from indexes.config import FieldType, HnswConfig, HnswInt, IndexConfig, Kind, LexicalTokenizer, Metric, Quantization
 from indexes.filters import MetadataFilter, compile_filter
 from indexes.values import Fusion, Hit, IndexStats, Mode, StoredDocument
 from service.chunking import DEFAULT_OVERLAP_TOKENS
@@ -20,8 +20,8 @@ from service.limits import MAX_DOCUMENT_ID_LENGTH
 
 __all__ = [
     "Chunking", "DocumentPage", "FieldType", "Fusion", "HnswConfig", "Hit", "IndexChange", "IndexInfo", "IndexSpec",
-    "IngestResult", "Kind", "LexicalTokenizer", "MetadataFilter", "Metric", "Mode", "NewDocument", "QueryOutcome",
-    "SearchQuery", "StoredDocument", "metadata_filter",
+    "IngestResult", "Kind", "LexicalTokenizer", "MetadataFilter", "Metric", "Mode", "NewDocument", "Quantization",
+    "QueryOutcome", "SearchQuery", "StoredDocument", "metadata_filter",
 ]  # fmt: skip
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -36,6 +36,9 @@ class IndexSpec(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     metric: Metric = "cosine"
     kind: Kind = "flat"
     hnsw: HnswConfig | None = None  # kind hnsw only; defaults m 32, ef_construction 200, ef_search 128
+    # How FAISS holds the vectors in memory: none (float32), sq8 (1 byte a dimension), binary (1 bit; cosine only).
+    # Quantized candidates are rescored from the float32 vectors kept in SQLite.
+    quantization: Quantization = "none"
     query_model: str | None = None  # a fine-tuned model over `model` that embeds queries
     # FTS5 tokenizer for lexical search: porter (English stemming, default), unicode61 (no stemming), trigram.
     lexical_tokenizer: LexicalTokenizer = "porter"
@@ -100,6 +103,7 @@ class SearchQuery(Struct, frozen=True, kw_only=True):
     filter: MetadataFilter | None = None  # compiled by metadata_filter(), before anything is embedded
     min_score: float | None = None
     fusion: Fusion = Fusion()
+    with_vectors: bool = False  # return each hit's stored vector
 
 
 class QueryOutcome(Struct, frozen=True):

@@ -1,0 +1,365 @@
+"""Scale on one node: vsearch (flat, hnsw, hnsw+sq8, ...) side by side with Chroma's server and raw FAISS.
+
+    python scripts/bench_scale.py --n 100000                      # every system, 100k vectors
+    python scripts/bench_scale.py --n 1000000 --systems flat,hnsw-sq8 --skip-kill
+
+Synthetic clustered 384-d vectors (1,000 centres, unit length) with metadata {"cat": i % 100, "year": 2000 + i % 25,
+"tag": one of 5}; precomputed vectors over REST in batches of 1,000 (no embedding). Each system runs as its own
+server process on loopback (`vsearch serve`; `chroma run`, from the `chromadb` package of the bench extra) so that
+its RSS and disk are its own; raw FAISS runs in this process. Ingest runs one system at a time; queries are
+interleaved (each query goes to every system in turn), so load changes hit all alike. Reported per system:
+ingest docs/s, RSS (steady, and the peak), disk, time from SIGTERM (a clean restart) and from SIGKILL after 5,000
+updates to the first answered query, p50/p99 with no filter and three filters, recall@10 against exact search,
+and queries/s from 8 clients with {"cat": 7}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faiss
+import httpx
+import numpy as np
+from serving import free_port, start_server
+
+DIM = 384
+BATCH = 1_000
+FILTERS: dict[str, dict[str, Any] | None] = {
+    "none": None,
+    "cat=7 (1%)": {"cat": 7},
+    "$and $in+tag (1.2%)": {"$and": [{"cat": {"$in": [1, 2, 3, 4, 5, 6]}}, {"tag": "t2"}]},
+    "year>=2005 (80%)": {"year": {"$gte": 2005}},
+}
+VSEARCH = {  # name: index settings
+    "flat": {"kind": "flat"},
+    "flat-sq8": {"kind": "flat", "quantization": "sq8"},
+    "hnsw": {"kind": "hnsw"},
+    "hnsw-sq8": {"kind": "hnsw", "quantization": "sq8"},
+    "hnsw-binary": {"kind": "hnsw", "quantization": "binary"},
+}
+
+
+def dataset(n: int, queries: int, seed: int = 0) -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
+    """`n` vectors around 1,000 random centres, their metadata, and `queries` more vectors drawn alike."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(1000, DIM)).astype("f4")
+
+    def around_centres(count: int) -> np.ndarray:
+        vectors = np.empty((count, DIM), dtype="f4")
+        for start in range(0, count, 100_000):  # in slices: the noise for 1M at once would be another 1.5 GB
+            stop = min(start + 100_000, count)
+            vectors[start:stop] = centres[rng.integers(0, 1000, stop - start)] + rng.normal(size=(stop - start, DIM))
+        faiss.normalize_L2(vectors)
+        return vectors
+
+    metadata = [{"cat": i % 100, "year": 2000 + i % 25, "tag": f"t{(i // 7) % 5}"} for i in range(n)]
+    return around_centres(n), metadata, around_centres(queries)
+
+
+def matches(meta: dict[str, Any], spec: dict[str, Any] | None) -> bool:
+    if spec is None:
+        return True
+    if "$and" in spec:
+        return all(matches(meta, part) for part in spec["$and"])
+    ((field, condition),) = spec.items()
+    if isinstance(condition, dict):
+        ((op, value),) = condition.items()
+        return meta[field] in value if op == "$in" else meta[field] >= value
+    return meta[field] == condition
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(RSS, peak RSS) in MB of the process and its children."""
+    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    now = peak = 0.0
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                now += int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak += int(line.split()[1]) / 1024
+    return now, peak
+
+
+def disk_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+class Vsearch:
+    def __init__(self, name: str, settings: dict[str, Any], folder: Path) -> None:
+        self.name, self.settings, self.folder = name, settings, folder
+        self.port = free_port()
+        self.process = start_server(str(folder), self.port)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
+
+    def create(self) -> None:
+        body = {"name": "bench", "model": "all-MiniLM-L6-v2", **self.settings,
+                "metadata_indexes": {"cat": "integer", "year": "integer", "tag": "keyword"}}  # fmt: skip
+        self.http.post("/v1/indexes", json=body).raise_for_status()
+
+    def add(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> None:
+        documents = [
+            {"id": i, "vector": v, "metadata": m} for i, v, m in zip(ids, vectors.tolist(), metadata, strict=True)
+        ]
+        self.http.post("/v1/indexes/bench/documents", json={"documents": documents}).raise_for_status()
+
+    def query(self, vector: np.ndarray, where: dict | None, http: httpx.Client | None = None) -> list[int]:
+        body: dict[str, Any] = {"vector": vector.tolist(), "top_k": 10, "include": []}
+        if where:
+            body["filter"] = where
+        response = (http or self.http).post("/v1/indexes/bench/query", json=body)
+        response.raise_for_status()
+        return [int(hit["id"]) for hit in response.json()["data"]]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
+
+    def stop(self, sig: int) -> None:
+        self.process.send_signal(sig)
+        self.process.wait()
+
+    def restart(self) -> None:
+        self.port = free_port()
+        self.process = start_server(str(self.folder), self.port)
+        self.http = self.client()
+
+
+class Chroma:
+    def __init__(self, folder: Path) -> None:
+        import chromadb  # the bench extra
+
+        self.name, self.folder, self._chromadb = "chroma", folder, chromadb
+        self._start()
+
+    def _start(self) -> None:
+        self.port = free_port()
+        chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+        self.process = subprocess.Popen(
+            [chroma, "run", "--path", str(self.folder), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.client = self._chromadb.HttpClient(host="127.0.0.1", port=self.port)
+                self.client.heartbeat()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def create(self) -> None:
+        self.collection = self.client.create_collection("bench", configuration={"hnsw": {"space": "cosine"}})
+
+    def add(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> None:
+        self.collection.upsert(ids=ids, embeddings=vectors, metadatas=metadata)
+
+    def query(self, vector: np.ndarray, where: dict | None, http: Any = None) -> list[int]:
+        collection = http or self.collection
+        result = collection.query(query_embeddings=[vector], n_results=10, where=where, include=["distances"])
+        return [int(i) for i in result["ids"][0]]
+
+    def client_for_thread(self) -> Any:
+        return self._chromadb.HttpClient(host="127.0.0.1", port=self.port).get_collection("bench")
+
+    def stop(self, sig: int) -> None:
+        self.process.send_signal(sig)
+        self.process.wait()
+
+    def restart(self) -> None:
+        self._start()
+        self.collection = self.client.get_collection("bench")
+
+
+class RawFaiss:
+    """FAISS in this process, one thread per query, no filter support: the floor under every server."""
+
+    def __init__(self, kind: str) -> None:
+        self.name = f"faiss-{kind}"
+        flat = kind == "flat"
+        self.index = faiss.IndexFlatIP(DIM) if flat else faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
+        if not flat:
+            self.index.hnsw.efConstruction, self.index.hnsw.efSearch = 200, 128
+
+    def add(self, vectors: np.ndarray) -> None:
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        self.index.add(vectors)
+
+    def query(self, vector: np.ndarray) -> list[int]:
+        faiss.omp_set_num_threads(1)
+        return self.index.search(vector[None, :], 10)[1][0].tolist()
+
+
+def timed(work: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = work()
+    return time.perf_counter() - start, result
+
+
+def first_query_after(system: Any, vector: np.ndarray) -> float:
+    """Seconds from restart to the first answered query (the process start included)."""
+    start = time.perf_counter()
+    system.restart()
+    while True:
+        try:
+            system.query(vector, None)
+            return time.perf_counter() - start
+        except Exception:
+            time.sleep(0.05)
+
+
+def concurrent_qps(system: Any, queries: np.ndarray, where: dict | None, clients: int, seconds: float) -> float:
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def worker(slot: int) -> None:
+        handle = system.client_for_thread() if isinstance(system, Chroma) else system.client()
+        i = slot
+        while time.monotonic() < stop:
+            system.query(queries[i % len(queries)], where, handle)
+            done[slot] += 1
+            i += clients
+
+    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / seconds
+
+
+def start_and_ingest(name: str, work: Path, vectors: np.ndarray, metadata: list[dict]) -> tuple[Any, float]:
+    """The system, started and filled; and its ingest rate in docs/s."""
+    if name.startswith("faiss-"):
+        raw = RawFaiss(name.removeprefix("faiss-"))
+        seconds, _ = timed(lambda: raw.add(vectors))
+        return raw, len(vectors) / seconds
+    folder = work / name
+    folder.mkdir(parents=True)
+    system = Chroma(folder) if name == "chroma" else Vsearch(name, VSEARCH[name], folder)
+    system.create()
+    ids = [str(i) for i in range(len(vectors))]
+    start = time.perf_counter()
+    for first in range(0, len(vectors), BATCH):
+        last = min(first + BATCH, len(vectors))
+        system.add(ids[first:last], vectors[first:last], metadata[first:last])
+    return system, len(vectors) / (time.perf_counter() - start)
+
+
+def query_latencies(systems: list[Any], queries: np.ndarray, exact: dict[str, list[list[int]]]) -> dict[str, dict]:
+    """p50/p99 and recall@10 per system and filter; each query goes to every system in turn."""
+    latencies: dict[str, dict[str, list[float]]] = {s.name: {label: [] for label in FILTERS} for s in systems}
+    found: dict[str, dict[str, list[list[int]]]] = {s.name: {label: [] for label in FILTERS} for s in systems}
+    for label, spec in FILTERS.items():
+        for q in queries:
+            for system in systems:
+                if isinstance(system, RawFaiss) and spec is not None:
+                    continue  # no filters in raw FAISS
+                start = time.perf_counter()
+                result = system.query(q) if isinstance(system, RawFaiss) else system.query(q, spec)
+                latencies[system.name][label].append(time.perf_counter() - start)
+                found[system.name][label].append(result)
+    rows: dict[str, dict] = {}
+    for system in systems:
+        row = rows[system.name] = {}
+        for label in FILTERS:
+            lat = sorted(latencies[system.name][label])
+            if lat:
+                p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+                row[f"p50/p99 {label}"] = f"{statistics.median(lat) * 1000:.1f} / {p99 * 1000:.1f} ms"
+        for label in ("none", "cat=7 (1%)"):
+            if got := found[system.name][label]:
+                hits = sum(len(set(g) & set(e)) for g, e in zip(got, exact[label], strict=True))
+                row[f"recall@10 {label}"] = f"{hits / (10 * len(got)):.3f}"
+    return rows
+
+
+def restarts(system: Any, vectors: np.ndarray, metadata: list[dict], query: np.ndarray) -> dict[str, str]:
+    """Time to the first answered query after SIGTERM, and after SIGKILL with 5,000 updates just written."""
+    row = {}
+    system.stop(signal.SIGTERM)
+    row["SIGTERM to first query"] = f"{first_query_after(system, query):.1f} s"
+    row["peak RSS after restart MB"] = f"{rss_mb(system.process.pid)[1]:,.0f}"
+    updates = np.random.default_rng(2).choice(len(vectors), 5_000, replace=False)
+    for first in range(0, 5_000, BATCH):
+        chosen = sorted(updates[first : first + BATCH].tolist())
+        system.add([str(i) for i in chosen], vectors[chosen][:, ::-1].copy(), [metadata[i] for i in chosen])
+    system.stop(signal.SIGKILL)
+    row["SIGKILL (5k updates) to first query"] = f"{first_query_after(system, query):.1f} s"
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--systems", default="flat,hnsw,hnsw-sq8,chroma,faiss-flat,faiss-hnsw",
+                        help=f"comma-separated: {', '.join(VSEARCH)}, chroma, faiss-flat, faiss-hnsw")  # fmt: skip
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--qps-seconds", type=float, default=10)
+    parser.add_argument("--skip-kill", action="store_true", help="skip the restart and SIGKILL measurements")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the servers keep data (default: a temp dir)")
+    args = parser.parse_args()
+    print(f"# bench_scale n={args.n:,}  load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
+
+    vectors, metadata, queries = dataset(args.n, args.queries)
+    exact = {label: exact_top10(vectors, metadata, queries, spec) for label, spec in FILTERS.items()}
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scale-"))
+    rows: dict[str, dict[str, str]] = {}
+    systems: list[Any] = []
+    try:
+        for name in args.systems.split(","):
+            system, rate = start_and_ingest(name, work, vectors, metadata)
+            systems.append(system)
+            rows[name] = {"ingest docs/s": f"{rate:,.0f}"}
+            print(f"{name}: {rate:,.0f} docs/s", flush=True)
+        for name, row in query_latencies(systems, queries, exact).items():
+            rows[name].update(row)
+        for system in systems:
+            if isinstance(system, RawFaiss):
+                continue
+            row = rows[system.name]
+            qps = concurrent_qps(system, queries, {"cat": 7}, args.clients, args.qps_seconds)
+            row[f"{args.clients} clients cat=7 q/s"] = f"{qps:.1f}"
+            now, peak = rss_mb(system.process.pid)
+            row["RSS (peak) MB"] = f"{now:,.0f} ({peak:,.0f})"
+            row["disk MB"] = f"{disk_mb(system.folder):,.0f}"
+            if not args.skip_kill:
+                row.update(restarts(system, vectors, metadata, queries[0]))
+    finally:
+        for system in systems:
+            if not isinstance(system, RawFaiss):
+                system.process.kill()
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    metrics = list(dict.fromkeys(metric for row in rows.values() for metric in row))
+    print(f"\n| n={args.n:,} | " + " | ".join(rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for metric in metrics:
+        print(f"| {metric} | " + " | ".join(row.get(metric, "-") for row in rows.values()) + " |")
+    print(f"\nload after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+
+
+def exact_top10(vectors: np.ndarray, metadata: list[dict], queries: np.ndarray, spec: dict | None) -> list[list[int]]:
+    keep = np.array([matches(m, spec) for m in metadata])
+    rows = np.flatnonzero(keep)
+    scores = queries @ vectors[rows].T
+    return [rows[np.argsort(-s, kind="stable")[:10]].tolist() for s in scores]
+
+
+if __name__ == "__main__":
+    main()
