@@ -31,6 +31,7 @@ from typing import Any
 
 import faiss
 import httpx
+import msgspec
 import numpy as np
 from serving import free_port, start_server
 
@@ -97,9 +98,18 @@ def disk_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
+class Hnsw(msgspec.Struct, frozen=True):
+    """HNSW parameters, the same for every system."""
+
+    m: int
+    ef_construction: int
+    ef_search: int
+
+
 class Vsearch:
-    def __init__(self, name: str, settings: dict[str, Any], folder: Path) -> None:
-        self.name, self.settings, self.folder = name, settings, folder
+    def __init__(self, name: str, settings: dict[str, Any], folder: Path, hnsw: Hnsw) -> None:
+        self.name, self.folder = name, folder
+        self.settings = {**settings, "hnsw": msgspec.to_builtins(hnsw)} if settings["kind"] == "hnsw" else settings
         self.port = free_port()
         self.process = start_server(str(folder), self.port)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
@@ -137,10 +147,10 @@ class Vsearch:
 
 
 class Chroma:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, hnsw: Hnsw) -> None:
         import chromadb  # the bench extra
 
-        self.name, self.folder, self._chromadb = "chroma", folder, chromadb
+        self.name, self.folder, self._chromadb, self.hnsw = "chroma", folder, chromadb, hnsw
         self._start()
 
     def _start(self) -> None:
@@ -162,7 +172,9 @@ class Chroma:
                 time.sleep(0.1)
 
     def create(self) -> None:
-        self.collection = self.client.create_collection("bench", configuration={"hnsw": {"space": "cosine"}})
+        hnsw = {"space": "cosine", "max_neighbors": self.hnsw.m, "ef_construction": self.hnsw.ef_construction,
+                "ef_search": self.hnsw.ef_search}  # fmt: skip
+        self.collection = self.client.create_collection("bench", configuration={"hnsw": hnsw})
 
     def add(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> None:
         self.collection.upsert(ids=ids, embeddings=vectors, metadatas=metadata)
@@ -187,12 +199,12 @@ class Chroma:
 class RawFaiss:
     """FAISS in this process, one thread per query, no filter support: the floor under every server."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, hnsw: Hnsw) -> None:
         self.name = f"faiss-{kind}"
         flat = kind == "flat"
-        self.index = faiss.IndexFlatIP(DIM) if flat else faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
+        self.index = faiss.IndexFlatIP(DIM) if flat else faiss.IndexHNSWFlat(DIM, hnsw.m, faiss.METRIC_INNER_PRODUCT)
         if not flat:
-            self.index.hnsw.efConstruction, self.index.hnsw.efSearch = 200, 128
+            self.index.hnsw.efConstruction, self.index.hnsw.efSearch = hnsw.ef_construction, hnsw.ef_search
 
     def add(self, vectors: np.ndarray) -> None:
         faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -241,15 +253,15 @@ def concurrent_qps(system: Any, queries: np.ndarray, where: dict | None, clients
     return sum(done) / seconds
 
 
-def start_and_ingest(name: str, work: Path, vectors: np.ndarray, metadata: list[dict]) -> tuple[Any, float]:
+def start_and_ingest(name: str, work: Path, vectors: np.ndarray, metadata: list[dict], hnsw: Hnsw) -> tuple[Any, float]:
     """The system, started and filled; and its ingest rate in docs/s."""
     if name.startswith("faiss-"):
-        raw = RawFaiss(name.removeprefix("faiss-"))
+        raw = RawFaiss(name.removeprefix("faiss-"), hnsw)
         seconds, _ = timed(lambda: raw.add(vectors))
         return raw, len(vectors) / seconds
     folder = work / name
     folder.mkdir(parents=True)
-    system = Chroma(folder) if name == "chroma" else Vsearch(name, VSEARCH[name], folder)
+    system = Chroma(folder, hnsw) if name == "chroma" else Vsearch(name, VSEARCH[name], folder, hnsw)
     system.create()
     ids = [str(i) for i in range(len(vectors))]
     start = time.perf_counter()
@@ -307,13 +319,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--systems", default="flat,hnsw,hnsw-sq8,chroma,faiss-flat,faiss-hnsw",
                         help=f"comma-separated: {', '.join(VSEARCH)}, chroma, faiss-flat, faiss-hnsw")  # fmt: skip
+    parser.add_argument("--m", type=int, default=16, help="HNSW links per node, every system (Chroma's default)")
+    parser.add_argument("--ef-construction", type=int, default=100, help="every system (Chroma's default)")
+    parser.add_argument("--ef-search", type=int, default=128, help="every system")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--qps-seconds", type=float, default=10)
     parser.add_argument("--skip-kill", action="store_true", help="skip the restart and SIGKILL measurements")
     parser.add_argument("--workdir", type=Path, default=None, help="where the servers keep data (default: a temp dir)")
     args = parser.parse_args()
-    print(f"# bench_scale n={args.n:,}  load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
+    hnsw = Hnsw(args.m, args.ef_construction, args.ef_search)
+    print(f"# bench_scale n={args.n:,} {hnsw}  load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
 
     vectors, metadata, queries = dataset(args.n, args.queries)
     exact = {label: exact_top10(vectors, metadata, queries, spec) for label, spec in FILTERS.items()}
@@ -322,7 +338,7 @@ def main() -> None:
     systems: list[Any] = []
     try:
         for name in args.systems.split(","):
-            system, rate = start_and_ingest(name, work, vectors, metadata)
+            system, rate = start_and_ingest(name, work, vectors, metadata, hnsw)
             systems.append(system)
             rows[name] = {"ingest docs/s": f"{rate:,.0f}"}
             print(f"{name}: {rate:,.0f} docs/s", flush=True)
@@ -336,7 +352,8 @@ def main() -> None:
             row[f"{args.clients} clients cat=7 q/s"] = f"{qps:.1f}"
             now, peak = rss_mb(system.process.pid)
             row["RSS (peak) MB"] = f"{now:,.0f} ({peak:,.0f})"
-            row["disk MB"] = f"{disk_mb(system.folder):,.0f}"
+            stored = system.folder if isinstance(system, Chroma) else system.folder / "indexes"  # not the model
+            row["disk MB"] = f"{disk_mb(stored):,.0f}"
             if not args.skip_kill:
                 row.update(restarts(system, vectors, metadata, queries[0]))
     finally:

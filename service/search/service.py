@@ -284,36 +284,41 @@ class SearchService:
         if query.top_k > self._limits.max_top_k:
             raise InvalidRequest(f"top_k is {query.top_k}; at most {self._limits.max_top_k} is allowed.",
                                  param="top_k")  # fmt: skip
+        if query.vector is not None:  # nothing to await in between: one trip to a worker thread
+            return await self._on_index(name, lambda store: self._search_by_vector(store, query))
         async with self._holding(name) as store:
             return await self._search(store, query)
 
+    def _search_by_vector(self, store: IndexStore, query: SearchQuery) -> QueryOutcome:
+        config = store.config
+        if query.mode != "dense":
+            raise InvalidRequest(f"mode '{query.mode}' needs a text query, not a vector.", param="mode")
+        if len(query.vector or ()) != config.dimensions:
+            raise InvalidRequest(
+                f"vector has {len(query.vector or ())} dimensions; index '{config.name}' has {config.dimensions}.",
+                param="vector",
+            )
+        vector = float32_vector(query.vector or [], "vector")
+        hits = store.search(_request(query), vector[None, :], None)
+        return QueryOutcome([hits], config.query_model or config.model, 0)
+
     async def _search(self, store: IndexStore, query: SearchQuery) -> QueryOutcome:
+        """A search by text: embedded (unless lexical), then searched in a worker thread."""
         config = store.config
         model = config.query_model or config.model
-        request = SearchRequest(mode=query.mode, top_k=query.top_k, filter=query.filter, min_score=query.min_score,
-                                fusion=query.fusion, with_vectors=query.with_vectors)  # fmt: skip
-        if query.vector is not None:
-            if query.mode != "dense":
-                raise InvalidRequest(f"mode '{query.mode}' needs a text query, not a vector.", param="mode")
-            if len(query.vector) != config.dimensions:
-                raise InvalidRequest(
-                    f"vector has {len(query.vector)} dimensions; index '{config.name}' has {config.dimensions}.",
-                    param="vector",
-                )
-            searches = [(float32_vector(query.vector, "vector"), None)]
-            tokens = 0
+        request = _request(query)
+        texts = query.texts or []
+        self._registry.check_lengths(model, texts, param="query")  # every mode: lexical reads it too
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise InvalidRequest(f"query {i} is empty.", param="query")
+        searches: list[tuple[np.ndarray | None, str]]
+        if query.mode == "lexical":  # BM25 alone needs no embedding
+            searches, tokens = [(None, text) for text in texts], 0
         else:
-            texts = query.texts or []
-            self._registry.check_lengths(model, texts, param="query")  # every mode: lexical reads it too
-            for i, text in enumerate(texts):
-                if not text.strip():
-                    raise InvalidRequest(f"query {i} is empty.", param="query")
-            if query.mode == "lexical":  # BM25 alone needs no embedding
-                searches, tokens = [(None, text) for text in texts], 0
-            else:
-                result = await self._registry.embed(model, texts, config.requested_dimensions)
-                searches = list(zip(result.vectors, texts, strict=True))
-                tokens = result.prompt_tokens
+            result = await self._registry.embed(model, texts, config.requested_dimensions)
+            searches = list(zip(result.vectors, texts, strict=True))
+            tokens = result.prompt_tokens
 
         def run() -> list[list[Hit]]:
             return [store.search(request, None if v is None else v[None, :], text) for v, text in searches]
@@ -344,3 +349,8 @@ class SearchService:
 
     def close(self) -> None:
         self._catalog.close()  # checkpoints every open index
+
+
+def _request(query: SearchQuery) -> SearchRequest:
+    return SearchRequest(mode=query.mode, top_k=query.top_k, filter=query.filter, min_score=query.min_score,
+                         fusion=query.fusion, with_vectors=query.with_vectors)  # fmt: skip
