@@ -1,10 +1,10 @@
-"""Rank fusion: pure functions on ranked lists of chunk ids (each list: scores and ids, best first)."""
+"""Rank fusion and diversity: pure functions on ranked lists of chunk ids (each list: scores and ids, best first)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from indexes.values import Fusion
+from indexes.values import Fusion, Normalization
 
 RankedList = tuple[np.ndarray, np.ndarray]  # (scores, ids), best first
 
@@ -18,9 +18,73 @@ def ranks_by_id(lists: dict[str, RankedList]) -> dict[int, dict[str, int]]:
     return ranks
 
 
-def reciprocal_rank_fusion(ranks: dict[int, dict[str, int]], fusion: Fusion, top_k: int) -> RankedList:
-    """score(id) = sum over lists of weight / (k + rank); the `top_k` best, ties in first-seen order."""
+def fuse(lists: dict[str, RankedList], ranks: dict[int, dict[str, int]], fusion: Fusion) -> RankedList:
+    """Every candidate of the lists, fused and best first (ties in first-seen order)."""
+    if fusion.method == "rrf":
+        return reciprocal_rank_fusion(ranks, fusion)
+    return convex_fusion(lists, fusion)
+
+
+def reciprocal_rank_fusion(ranks: dict[int, dict[str, int]], fusion: Fusion) -> RankedList:
+    """score(id) = sum over lists of weight / (k + rank)."""
     weight = {"dense": fusion.dense_weight, "lexical": fusion.lexical_weight}
     fused = {i: sum(weight[name] / (fusion.k + rank) for name, rank in by_list.items()) for i, by_list in ranks.items()}
-    best = sorted(fused, key=lambda i: -fused[i])[:top_k]
+    return _best_first(fused)
+
+
+def normalized(scores: np.ndarray, method: Normalization) -> tuple[np.ndarray, float]:
+    """One list's scores on a common scale, and the value a candidate missing from the list gets (it scored below
+    everything the list returned). minmax: [0, 1], missing 0; zscore: standard scores, missing the lowest. A list
+    whose scores are all equal (one hit, say) puts them at the top of the scale: 1, or 0 with missing -1."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if not len(scores):
+        return scores, 0.0
+    if method == "minmax":
+        spread = scores.max() - scores.min()
+        return ((scores - scores.min()) / spread if spread > 0 else np.ones_like(scores)), 0.0
+    deviation = scores.std()
+    if deviation == 0:
+        return np.zeros_like(scores), -1.0
+    values = (scores - scores.mean()) / deviation
+    return values, float(values.min())
+
+
+def convex_fusion(lists: dict[str, RankedList], fusion: Fusion) -> RankedList:
+    """alpha * dense + (1 - alpha) * lexical over normalised scores (see normalized())."""
+    weight = {"dense": fusion.alpha, "lexical": 1.0 - fusion.alpha}
+    per_list = {}
+    for name, (scores, ids) in lists.items():
+        values, floor = normalized(scores, fusion.normalization)
+        per_list[name] = (dict(zip((int(i) for i in ids), values.tolist(), strict=True)), floor)
+    candidates = dict.fromkeys(int(i) for _, ids in lists.values() for i in ids)
+    fused = {
+        i: sum(weight[name] * by_id.get(i, floor) for name, (by_id, floor) in per_list.items()) for i in candidates
+    }
+    return _best_first(fused)
+
+
+def _best_first(fused: dict[int, float]) -> RankedList:
+    best = sorted(fused, key=lambda i: -fused[i])
     return np.array([fused[i] for i in best], dtype=np.float64), np.array(best, dtype=np.int64)
+
+
+def maximal_marginal_relevance(relevance: np.ndarray, vectors: np.ndarray, lam: float, top_k: int) -> list[int]:
+    """Positions of `top_k` candidates chosen greedily by lam * relevance - (1 - lam) * (highest cosine to one
+    already chosen). Relevance is min-max normalised first, so that lam weighs two things on the same [0, 1]
+    scale; lam 1 keeps the relevance order."""
+    if not len(relevance):
+        return []
+    relevance, _ = normalized(relevance, "minmax")
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    chosen: list[int] = []
+    closest = np.full(len(relevance), -np.inf)  # each candidate's highest similarity to a chosen one
+    remaining = np.ones(len(relevance), dtype=bool)
+    for _ in range(min(top_k, len(relevance))):
+        penalty = np.where(np.isfinite(closest), closest, 0.0)
+        value = np.where(remaining, lam * relevance - (1 - lam) * penalty, -np.inf)
+        pick = int(np.argmax(value))  # the first of equals: relevance order is kept on ties
+        chosen.append(pick)
+        remaining[pick] = False
+        closest = np.maximum(closest, similarity[pick])
+    return chosen

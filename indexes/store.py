@@ -26,10 +26,10 @@ import sqlite_utils
 from indexes.config import IndexConfig, check_config
 from indexes.errors import DocumentNotFound, IndexNotFound, InvalidDocument
 from indexes.filters import MetadataFilter, compile_filter, index_column, json_path
-from indexes.ranking import RankedList, ranks_by_id, reciprocal_rank_fusion
+from indexes.ranking import RankedList, fuse, maximal_marginal_relevance, ranks_by_id
 from indexes.rwlock import RWLock
 from indexes.sqlite import Database
-from indexes.values import DocumentRecord, Hit, IndexStats, SearchRequest, StoredDocument, UpsertResult
+from indexes.values import ChunkMatch, DocumentRecord, Hit, IndexStats, SearchRequest, StoredDocument, UpsertResult
 from indexes.vectors import MERGE_SIZE, RESCORE_FACTOR, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ DATABASE = "index.sqlite"
 VECTORS = "vectors.faiss"
 CHECKPOINT_SECONDS = 30
 HYBRID_DEPTH = 100  # hybrid fuses the best this-many (or top_k, if more) of each list
+CANDIDATES_PER_RESULT = 4  # grouping by document and diversity choose among this many candidates per result
+MAX_CANDIDATES = 16_000  # how deep grouping looks for top_k distinct documents
 MAX_QUERY_TERMS = 64
 LEXICAL_TOKENIZERS = {
     "porter": "porter unicode61 remove_diacritics 2",  # English stemming over Unicode words, accents folded
@@ -450,28 +452,69 @@ class IndexStore:
         return IndexStats(documents, vectors, live, size)
 
     def search(self, request: SearchRequest, vector: np.ndarray | None, text: str | None) -> list[Hit]:
-        """The `top_k` best chunks, all matching the filter, best first. dense ranks by `vector` ([1, d]),
-        lexical by BM25 over `text`, hybrid fuses both lists."""
+        """The `top_k` best chunks (or documents, grouped), all matching the filter, best first. dense ranks by
+        `vector` ([1, d]), lexical by BM25 over `text`, hybrid fuses both lists; diversity reorders by MMR."""
+        if request.mode in ("dense", "hybrid") and vector is None:
+            raise ValueError(f"{request.mode} search needs a query vector")
+        choosing = request.group_by == "document" or request.diversity is not None
+        wanted = request.top_k * (CANDIDATES_PER_RESULT if choosing else 1)
+        depth = wanted if request.mode != "hybrid" else max(wanted, HYBRID_DEPTH)
         with self._reading():
-            lists: dict[str, RankedList] = {}
-            mode = request.mode
-            depth = request.top_k if mode != "hybrid" else max(request.top_k, HYBRID_DEPTH)
             where = self._where(request.filter) if request.filter else None  # once, for both lists of hybrid
-            if mode in ("dense", "hybrid"):
-                if vector is None:
-                    raise ValueError(f"{mode} search needs a query vector")
-                lists["dense"] = self._dense_search(vector, depth, where)
-            if mode in ("lexical", "hybrid"):
-                lists["lexical"] = self._lexical_search(text or "", depth, where)
-            ranks = ranks_by_id(lists)
-            if mode == "hybrid":
-                scores, ids = reciprocal_rank_fusion(ranks, request.fusion, request.top_k)
+            while True:
+                lists = self._ranked_lists(request.mode, depth, vector, text, where)
+                ranks = ranks_by_id(lists)
+                scores, ids = fuse(lists, ranks, request.fusion) if request.mode == "hybrid" else lists[request.mode]
+                if request.min_score is not None:
+                    keep = scores >= request.min_score
+                    scores, ids = scores[keep], ids[keep]
+                others: dict[int, list[tuple[int, float]]] = {}
+                if request.group_by == "document":
+                    scores, ids, others = self._grouped(scores, ids)
+                exhausted = all(len(found) < depth for _, found in lists.values())
+                if len(ids) >= wanted or exhausted or depth >= MAX_CANDIDATES:
+                    break
+                depth *= 4  # documents with many matching chunks used up the candidates: look deeper
+            if request.diversity is not None:
+                order = maximal_marginal_relevance(
+                    scores[:wanted], self._stored_vectors(ids[:wanted]), request.diversity, request.top_k
+                )
+                scores, ids = scores[order], ids[order]
+            return self._hits(scores[: request.top_k], ids[: request.top_k], ranks, others, request.with_vectors)
+
+    def _ranked_lists(
+        self, mode: str, depth: int, vector: np.ndarray | None, text: str | None, where: MetadataFilter | None
+    ) -> dict[str, RankedList]:
+        lists: dict[str, RankedList] = {}
+        if mode in ("dense", "hybrid"):
+            assert vector is not None
+            lists["dense"] = self._dense_search(vector, depth, where)
+        if mode in ("lexical", "hybrid"):
+            lists["lexical"] = self._lexical_search(text or "", depth, where)
+        return lists
+
+    def _grouped(
+        self, scores: np.ndarray, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, list[tuple[int, float]]]]:
+        """One entry per document, its best chunk, in order; and each best chunk's other matching chunks."""
+        document_of = dict(self._db.select_in("SELECT id, doc_id FROM chunks WHERE id IN ({marks})", ids.tolist()))
+        head: dict[str, int] = {}
+        others: dict[int, list[tuple[int, float]]] = {}
+        keep = []
+        for position, (score, chunk_id) in enumerate(zip(scores.tolist(), ids.tolist(), strict=True)):
+            doc_id = document_of.get(chunk_id)
+            if doc_id not in head:
+                head[doc_id] = chunk_id
+                others[chunk_id] = []
+                keep.append(position)
             else:
-                scores, ids = lists[mode]
-            if request.min_score is not None:
-                keep = scores >= request.min_score
-                scores, ids = scores[keep], ids[keep]
-            return self._hits(scores, ids, ranks)
+                others[head[doc_id]].append((chunk_id, score))
+        return scores[keep], ids[keep], others
+
+    def _stored_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The float32 vectors of chunks `ids`, in that order."""
+        rows = dict(self._db.select_in("SELECT id, vector FROM chunks WHERE id IN ({marks})", ids.tolist()))
+        return self._matrix([rows[i] for i in ids.tolist()])
 
     def _lexical_search(self, text: str, top_k: int, where: MetadataFilter | None) -> RankedList:
         """BM25 over the chunks' FTS5 table; higher scores are better (FTS5's bm25() is lower-is-better)."""
@@ -569,31 +612,46 @@ class IndexStore:
                 return self._rescored(query, top_k, scores[keep], ids[keep])
             wanted *= 4
 
-    def _hits(self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]]) -> list[Hit]:
+    def _hits(
+        self,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        ranks: dict[int, dict[str, int]],
+        others: dict[int, list[tuple[int, float]]],
+        with_vectors: bool,
+    ) -> list[Hit]:
         if not len(ids):
             return []
+        vector = "c.vector" if with_vectors else "NULL"  # the blobs are read only when asked for
+        wanted = ids.tolist() + [i for head in ids.tolist() for i, _ in others.get(head, [])]
         rows = self._db.select_in(
-            "SELECT c.id, c.doc_id, c.chunk_index, c.start, c.end, c.vector, d.text, d.metadata, d.chunk_count "
+            f"SELECT c.id, c.doc_id, c.chunk_index, c.start, c.end, {vector}, d.text, d.metadata, d.chunk_count "
             "FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.id IN ({marks})",
-            [int(i) for i in ids],
+            wanted,
         )
         by_id = {row[0]: row for row in rows}
         hits = []
-        for score, chunk_id in zip(scores, ids, strict=True):
-            row = by_id.get(int(chunk_id))
+        for score, chunk_id in zip(scores.tolist(), ids.tolist(), strict=True):
+            row = by_id.get(chunk_id)
             if row is None:  # cannot happen under the read lock; never invent a result
                 continue
             _, doc_id, index, start, end, blob, text, metadata, chunk_count = row
             split = chunk_count > 1
+            matches = [
+                ChunkMatch(f"{doc_id}#{by_id[i][2]}", other, by_id[i][3], by_id[i][4])
+                for i, other in others.get(chunk_id, [])
+                if i in by_id
+            ]
             hits.append(
                 Hit(
                     id=f"{doc_id}#{index}" if split else doc_id,
-                    score=float(score),
+                    score=score,
                     text=text[start:end] if split else text,
                     metadata=json.loads(metadata),
                     parent_id=doc_id if split else None,
-                    vector=np.frombuffer(blob, dtype="<f4"),
-                    ranks=ranks.get(int(chunk_id), {}),
+                    vector=np.frombuffer(blob, dtype="<f4") if blob is not None else None,
+                    ranks=ranks.get(chunk_id, {}),
+                    chunks=matches,
                 )
             )
         return hits

@@ -10,6 +10,9 @@ import numpy as np
 from indexes.filters import MetadataFilter
 
 Mode = Literal["dense", "lexical", "hybrid"]  # nearest vectors, BM25 over the texts, or both fused
+FusionMethod = Literal["rrf", "convex"]  # reciprocal ranks, or a weighted sum of normalised scores
+Normalization = Literal["minmax", "zscore"]  # how convex fusion puts each list's scores on one scale
+GroupBy = Literal["chunk", "document"]  # one hit per chunk, or per document (its best chunk)
 
 
 class ChunkRecord(msgspec.Struct):
@@ -40,6 +43,15 @@ class StoredDocument(msgspec.Struct, frozen=True):
     updated_at: float
 
 
+class ChunkMatch(msgspec.Struct, frozen=True):
+    """Another matching chunk of a grouped hit's document."""
+
+    id: str
+    score: float
+    start: int
+    end: int
+
+
 class Hit(msgspec.Struct, frozen=True):
     id: str  # the document id, or "{document id}#{chunk}" for a chunk of a split document
     score: float
@@ -48,6 +60,7 @@ class Hit(msgspec.Struct, frozen=True):
     parent_id: str | None
     vector: np.ndarray | None  # when asked for (SearchRequest.with_vectors)
     ranks: dict[str, int]  # rank of the hit in each list it came from ("dense", "lexical")
+    chunks: list[ChunkMatch] = []  # group_by "document": the document's other matching chunks, best first
 
 
 class IndexStats(msgspec.Struct, frozen=True):
@@ -58,11 +71,17 @@ class IndexStats(msgspec.Struct, frozen=True):
 
 
 class Fusion(msgspec.Struct, frozen=True, kw_only=True):
-    """Weighted reciprocal-rank fusion of the dense and lexical lists (hybrid mode)."""
+    """How hybrid mode fuses the dense and lexical lists (each its best HYBRID_DEPTH candidates).
 
+    rrf: sum of weight / (k + rank) over the lists. convex: alpha * dense + (1 - alpha) * lexical, each list's
+    scores normalised over its candidates (ranking.normalized)."""
+
+    method: FusionMethod = "convex"  # chosen on SciFact's train queries (scripts/eval_beir.py; README)
     k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
+    alpha: float = 0.4  # chosen on SciFact's train queries (README): between 0.4 and 0.5 nDCG@10 is flat
+    normalization: Normalization = "minmax"
 
 
 class SearchRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,3 +93,5 @@ class SearchRequest(msgspec.Struct, frozen=True, kw_only=True):
     min_score: float | None = None
     fusion: Fusion = Fusion()
     with_vectors: bool = False  # read each hit's stored vector (otherwise the blobs are not touched)
+    group_by: GroupBy = "chunk"
+    diversity: float | None = None  # MMR's lambda: 1 ranks by relevance alone, lower trades it for novelty

@@ -1,11 +1,18 @@
 """Retrieval quality of vsearch on a BEIR dataset, end to end through the REST API.
 
     python scripts/eval_beir.py ../shared/datasets/scifact [--kind flat hnsw] [--chunking truncate split]
-                                [--mode dense lexical hybrid]
+        [--mode dense lexical hybrid] [--fusion rrf convex] [--alpha 0.3 0.5] [--normalization minmax zscore]
+        [--task beir known-item] [--group-by chunk document] [--split train]
 
-For each (kind, chunking) pair: creates an index, ingests the corpus (`title + " " + text`), runs the split's
-queries in each search mode, and prints nDCG@10 and Recall@100 computed with pytrec_eval (the `bench` extra).
-Starts its own `vsearch serve` on a free loopback port and a temporary data dir unless --url is given.
+For each (kind, chunking) pair: creates an index, ingests the corpus, runs the queries in each search mode (hybrid:
+once per fusion x alpha x normalization), and prints nDCG@10, MRR@10, R@1 and Recall@100 (pytrec_eval, the
+`bench` extra). Tasks:
+- beir: the split's queries and qrels over `title + " " + text`;
+- known-item: query = a document's title, corpus = the texts without titles, relevant = that document (documents
+  without a title are skipped): a lexical-leaning task beside BEIR's semantic one.
+`--group-by chunk` (default) folds chunks into documents here, keeping each document's best score; `document`
+asks the server to (top_k then counts documents). Starts its own `vsearch serve` on a free loopback port and a
+temporary data dir unless --url is given.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 import contextlib
 import csv
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -42,6 +50,18 @@ def load_beir(folder: Path, split: str) -> tuple[dict[str, str], dict[str, str],
     return corpus, queries, qrels
 
 
+def load_known_item(folder: Path) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
+    """Titles as queries for their own bodies."""
+    corpus, queries, qrels = {}, {}, {}
+    with (folder / "corpus.jsonl").open() as f:
+        for line in f:
+            doc = json.loads(line)
+            title, text = doc.get("title", "").strip(), doc["text"].strip()
+            if title and text:
+                corpus[doc["_id"]], queries[doc["_id"]], qrels[doc["_id"]] = text, title, {doc["_id"]: 1}
+    return corpus, queries, qrels
+
+
 def check(response: httpx.Response) -> dict:
     if response.status_code >= 400:
         raise SystemExit(f"{response.request.method} {response.request.url}: {response.status_code} {response.text}")
@@ -67,9 +87,10 @@ def search(
     """Runs every query; chunks of one document count once, with their best score."""
     run: dict[str, dict[str, float]] = {}
     ids = list(queries)
+    depth = top_k if extra.get("group_by") == "document" else top_k * 2
     for i in range(0, len(ids), 50):
         part = ids[i : i + 50]
-        body = {"queries": [queries[q] for q in part], "top_k": top_k * 2, "include": [], **extra}
+        body = {"queries": [queries[q] for q in part], "top_k": depth, "include": [], **extra}
         for query_id, result in zip(
             part, check(client.post(f"/v1/indexes/{name}/query", json=body))["data"], strict=True
         ):
@@ -82,15 +103,59 @@ def search(
     return run
 
 
+def latency_p50(client: httpx.Client, name: str, queries: dict[str, str], count: int, extra: dict) -> float:
+    """p50 in ms of single queries (one per request, one client, top_k 10), after a warm-up pass."""
+    texts = list(queries.values())[:count]
+    timings = []
+    for round_ in range(2):
+        for text in texts:
+            start = time.perf_counter()
+            check(client.post(f"/v1/indexes/{name}/query", json={"query": text, "top_k": 10, **extra}))
+            if round_:
+                timings.append(time.perf_counter() - start)
+    return statistics.median(timings) * 1000 if timings else float("nan")
+
+
 def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
     import pytrec_eval
 
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
     count = len(qrels)  # a query with no results counts as 0
+    reciprocal, first = 0.0, 0
+    for query_id, relevant in qrels.items():
+        ranked = sorted(run.get(query_id, {}).items(), key=lambda item: -item[1])[:10]
+        rank = next((r for r, (doc, _) in enumerate(ranked, 1) if relevant.get(doc, 0) > 0), None)
+        reciprocal += 1 / rank if rank else 0.0
+        first += rank == 1
     return {
         "ndcg@10": sum(m["ndcg_cut_10"] for m in per_query.values()) / count,
+        "mrr@10": reciprocal / count,
+        "r@1": first / count,
         "recall@100": sum(m["recall_100"] for m in per_query.values()) / count,
     }
+
+
+def variants(args: argparse.Namespace) -> list[dict]:
+    """The query settings to compare: each mode; hybrid once per fusion setting."""
+    found: list[dict] = []
+    for mode in args.mode:
+        if mode != "hybrid":
+            found.append({"mode": mode})
+            continue
+        for fusion in args.fusion:
+            if fusion == "rrf":
+                found.append({"mode": mode, "fusion": "rrf"})
+                continue
+            for alpha in args.alpha:
+                for normalization in args.normalization:
+                    found.append({"mode": mode, "fusion": fusion, "alpha": alpha, "normalization": normalization})
+    return [{**v, "group_by": args.group_by} for v in found]
+
+
+def label(variant: dict) -> str:
+    if variant.get("fusion") == "convex":
+        return f"hybrid convex a={variant['alpha']} {variant['normalization']}"
+    return f"hybrid {variant['fusion']}" if variant["mode"] == "hybrid" else variant["mode"]
 
 
 def main() -> None:
@@ -100,6 +165,12 @@ def main() -> None:
     parser.add_argument("--kind", nargs="+", default=["flat", "hnsw"], choices=["flat", "hnsw"])
     parser.add_argument("--chunking", nargs="+", default=["truncate", "split"], choices=["truncate", "split"])
     parser.add_argument("--mode", nargs="+", default=["dense"], choices=["dense", "lexical", "hybrid"])
+    parser.add_argument("--task", default="beir", choices=["beir", "known-item"])
+    parser.add_argument("--fusion", nargs="+", default=["rrf", "convex"], choices=["rrf", "convex"])
+    parser.add_argument("--alpha", nargs="+", type=float, default=[0.5], help="convex: the dense list's weight")
+    parser.add_argument("--normalization", nargs="+", default=["minmax"], choices=["minmax", "zscore"])
+    parser.add_argument("--group-by", default="chunk", choices=["chunk", "document"])
+    parser.add_argument("--latency", type=int, default=0, help="also time N single queries per variant (p50)")
     parser.add_argument("--url", help="a running vsearch (default: start one on a temporary data dir)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument(
@@ -107,23 +178,28 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    corpus, queries, qrels = load_beir(args.dataset, args.split)
-    print(f"{args.dataset.name}: {len(corpus)} documents, {len(queries)} {args.split} queries")
+    if args.task == "known-item":
+        corpus, queries, qrels = load_known_item(args.dataset)
+    else:
+        corpus, queries, qrels = load_beir(args.dataset, args.split)
+    print(f"{args.dataset.name} {args.task}: {len(corpus)} documents, {len(queries)} queries ({args.split})")
     server = contextlib.nullcontext((args.url, None)) if args.url else local_server()
     with server as (url, _), httpx.Client(base_url=url, timeout=600) as client:
-        print(f"{'model':<24}{'kind':<6}{'chunking':<10}{'mode':<9}{'nDCG@10':>9}{'R@100':>8}{'ingest s':>10}"
-              f"{'docs/s':>8}")  # fmt: skip
+        print(f"{'model':<20}{'kind':<6}{'chunking':<10}{'mode':<36}{'nDCG@10':>8}{'MRR@10':>8}{'R@1':>7}"
+              f"{'R@100':>7}{'ingest s':>9}" + (f"{'p50 ms':>9}" if args.latency else ""))  # fmt: skip
         for model in args.model:
             for kind in args.kind:
                 for chunking in args.chunking:
                     name = f"eval-{args.dataset.name.lower()}-{kind}-{chunking}-{int(time.time())}"
                     check(client.post("/v1/indexes", json={"name": name, "model": model, "kind": kind}))
                     seconds = ingest(client, name, corpus, chunking, args.batch_size)
-                    for mode in args.mode:
-                        scores = evaluate(qrels, search(client, name, queries, 100, {"mode": mode}))
+                    for variant in variants(args):
+                        scores = evaluate(qrels, search(client, name, queries, 100, variant))
+                        p50 = latency_p50(client, name, queries, args.latency, variant) if args.latency else 0
                         print(
-                            f"{model:<24}{kind:<6}{chunking:<10}{mode:<9}{scores['ndcg@10']:>9.4f}"
-                            f"{scores['recall@100']:>8.4f}{seconds:>10.1f}{len(corpus) / seconds:>8.1f}",
+                            f"{model:<20}{kind:<6}{chunking:<10}{label(variant):<36}{scores['ndcg@10']:>8.4f}"
+                            f"{scores['mrr@10']:>8.4f}{scores['r@1']:>7.4f}{scores['recall@100']:>7.4f}"
+                            f"{seconds:>9.1f}" + (f"{p50:>9.1f}" if args.latency else ""),
                             flush=True,
                         )
                     check(client.delete(f"/v1/indexes/{name}"))

@@ -50,6 +50,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Edge:
             "cache": constant(services.cache),
             "metrics": constant(services.metrics),
             "max_inputs": constant(settings.limits.max_inputs_per_request),
+            "accept_token_ids": constant(settings.accept_token_ids),
         },
         exception_handlers={Exception: exception_to_response},
         on_startup=[services.start],

@@ -48,6 +48,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     allowed_hosts: list[str] = msgspec.field(default_factory=list)
     # Web origins (scheme://host[:port]) whose pages may call the API, besides the server's own.
     allowed_origins: list[str] = msgspec.field(default_factory=list)
+    # Accept token ids as /v1/embeddings input (OpenAI does). Off: only text is accepted, so a client that sends
+    # another tokenizer's ids (LangChain's OpenAIEmbeddings by default sends tiktoken's) gets a 400, not a vector.
+    accept_token_ids: bool = True
     # Request limits. In the TOML file and the environment they are top-level names (max_top_k,
     # VSEARCH_MAX_TOP_K), as every other setting.
     limits: Limits = Limits()

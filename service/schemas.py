@@ -11,7 +11,11 @@ from service.finetune.records import FineTuningJob, JobCheckpoint, JobEvent
 from service.limits import MAX_BATCH_QUERIES
 from service.search.values import (
     Chunking,
+    ChunkMatch,
     FieldType,
+    Fusion,
+    FusionMethod,
+    GroupBy,
     HnswConfig,
     IndexChange,
     IndexSpec,
@@ -20,6 +24,7 @@ from service.search.values import (
     Metric,
     Mode,
     NewDocument,
+    Normalization,
     Quantization,
 )
 
@@ -173,7 +178,8 @@ class DeleteDocumentsResponse(Struct, kw_only=True):
     deleted: int
 
 
-Include = Literal["text", "metadata", "vector"]
+Include = Literal["text", "metadata", "vector", "chunks"]  # chunks: a grouped hit's other matching chunks
+UnitInterval = Annotated[float, Meta(ge=0, le=1)]
 
 
 class FusionWeights(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -191,10 +197,16 @@ class QueryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     filter: Filter | None = None
     include: list[Include] = msgspec.field(default_factory=lambda: ["text", "metadata"])
     min_score: float | None = None
-    # dense: nearest vectors; lexical: BM25 over the texts; hybrid: reciprocal-rank fusion of the two lists.
+    # dense: nearest vectors; lexical: BM25 over the texts; hybrid: both lists fused.
     mode: Mode = "dense"
-    rrf_k: Annotated[int, Meta(ge=1, le=10_000)] = 60
-    weights: FusionWeights | None = None
+    # hybrid: convex (alpha * dense + (1 - alpha) * lexical over normalised scores) or rrf (reciprocal ranks).
+    fusion: FusionMethod = Fusion().method
+    alpha: UnitInterval = Fusion().alpha  # convex: the dense list's weight
+    normalization: Normalization = Fusion().normalization  # convex: how each list's scores are put on one scale
+    rrf_k: Annotated[int, Meta(ge=1, le=10_000)] = 60  # rrf
+    weights: FusionWeights | None = None  # rrf: each list's weight
+    group_by: GroupBy = "chunk"  # document: one hit per document, its best chunk; top_k counts documents
+    diversity: UnitInterval | None = None  # MMR's lambda: 1 is plain relevance order, lower favours novelty
 
 
 class QueryHit(Struct, kw_only=True, omit_defaults=True):
@@ -207,6 +219,7 @@ class QueryHit(Struct, kw_only=True, omit_defaults=True):
     metadata: Metadata | None = None
     vector: list[float] | None = None
     parent_id: str | None = None  # set on chunks of a split document
+    chunks: list[ChunkMatch] | None = None  # group_by document and include "chunks": its other matching chunks
 
 
 class QueryResult(Struct, kw_only=True):

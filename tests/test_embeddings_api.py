@@ -52,6 +52,25 @@ def test_token_input_gives_the_same_vectors_as_text(openai_client):
     assert by_ids.usage.prompt_tokens == sum(r["n_tokens"] for r in rows)
 
 
+def test_foreign_token_ids_get_an_error_that_names_the_langchain_fix(http, tmp_path: Path):
+    """tiktoken ids (what LangChain's OpenAIEmbeddings sends by default) beyond MiniLM's vocabulary: a 400 naming
+    check_embedding_ctx_length=False. With accept_token_ids off, any token-id input is refused."""
+    response = http.post("/v1/embeddings", json={"model": MODEL, "input": [[74, 99121]]})
+    assert_error(response, 400, "input", None)
+    assert "check_embedding_ctx_length=False" in response.json()["error"]["message"]
+    from tests.conftest import start_server
+
+    strict = start_server(tmp_path, accept_token_ids=False)
+    try:
+        refused = httpx.post(f"{strict.url}/v1/embeddings", json={"model": MODEL, "input": [101, 102]})
+        assert_error(refused, 400, "input", "token_ids_not_accepted")
+        assert "check_embedding_ctx_length=False" in refused.json()["error"]["message"]
+        text = httpx.post(f"{strict.url}/v1/embeddings", json={"model": MODEL, "input": ["kitten"]})
+        assert text.status_code == 200
+    finally:
+        strict.stop()
+
+
 def test_dimensions_shortens_and_renormalises(openai_client):
     full = openai_client.embeddings.create(model=MODEL, input="Hello world.", encoding_format="float")
     short = openai_client.embeddings.create(model=MODEL, input="Hello world.", dimensions=64)

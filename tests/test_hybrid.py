@@ -43,13 +43,15 @@ def orders(server):
 def test_exact_rare_token_found_by_lexical_and_hybrid(http, orders):
     dense = query(http, orders, query=TARGET, top_k=40, mode="dense", include=[])
     lexical = query(http, orders, query=TARGET, top_k=5, mode="lexical", include=[])
-    hybrid = query(http, orders, query=TARGET, top_k=5, mode="hybrid", include=[])
+    hybrid = query(http, orders, query=TARGET, top_k=5, mode="hybrid", fusion="rrf", include=[])
+    convex = query(http, orders, query=TARGET, top_k=5, mode="hybrid", include=[])  # the default fusion
     dense_rank = [h["id"] for h in dense].index("o17") + 1
     assert lexical[0]["id"] == "o17" and lexical[0]["ranks"] == {"lexical": 1}
     assert hybrid[0]["id"] == "o17" and hybrid[0]["ranks"]["lexical"] == 1
     assert hybrid[0]["ranks"].get("dense") == dense_rank
     assert dense_rank > 1  # the dense model alone does not put it first
     assert hybrid[0]["score"] == pytest.approx(1 / 61 + 1 / (60 + dense_rank))
+    assert convex[0]["id"] == "o17"
 
 
 def test_filters_hold_in_every_mode(http, orders):

@@ -14,8 +14,15 @@ from service.embeddings.registry import EmbedderRegistry
 from service.errors import InvalidRequest
 from service.schemas import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
+TOKEN_IDS_REFUSED = (
+    "This server accepts only text as 'input', not token ids (accept_token_ids is off). If this comes from "
+    "LangChain's OpenAIEmbeddings, pass check_embedding_ctx_length=False so that it sends text."
+)
 
-def embedding_inputs(raw: str | list[str | int | list[int]], max_inputs: int) -> list[EmbeddingInput]:
+
+def embedding_inputs(
+    raw: str | list[str | int | list[int]], max_inputs: int, accept_token_ids: bool = True
+) -> list[EmbeddingInput]:
     """OpenAI's four input forms, as a list of texts or token-id lists."""
     if isinstance(raw, str):
         items: list[EmbeddingInput] = [raw]
@@ -33,6 +40,8 @@ def embedding_inputs(raw: str | list[str | int | list[int]], max_inputs: int) ->
             "arrays of integers; its elements must all be of one of those kinds.",
             param="input",
         )
+    if not accept_token_ids and not all(isinstance(item, str) for item in items):
+        raise InvalidRequest(TOKEN_IDS_REFUSED, param="input", code="token_ids_not_accepted")
     if len(items) > max_inputs:
         raise InvalidRequest(
             f"'input' has {len(items)} items; at most {max_inputs} inputs are allowed per request.", param="input"
@@ -47,9 +56,12 @@ def embedding_inputs(raw: str | list[str | int | list[int]], max_inputs: int) ->
 @post("/v1/embeddings", responses=error_responses(400, 404, 502, 503, 504), status_code=200,
       summary="Create embeddings", tags=["embeddings"])  # fmt: skip
 async def create_embeddings(
-    data: JSONBody[EmbeddingRequest], registry: NamedDependency[EmbedderRegistry], max_inputs: NamedDependency[int]
+    data: JSONBody[EmbeddingRequest],
+    registry: NamedDependency[EmbedderRegistry],
+    max_inputs: NamedDependency[int],
+    accept_token_ids: NamedDependency[bool],
 ) -> EmbeddingList:
-    inputs = embedding_inputs(data.input, max_inputs)
+    inputs = embedding_inputs(data.input, max_inputs, accept_token_ids)
     result = await registry.embed(data.model, inputs, data.dimensions)
     if data.encoding_format == "base64":
         # Little-endian float32, as the openai client decodes it.

@@ -82,6 +82,7 @@ def hit_object(hit: Hit, include: list[str]) -> QueryHit:
         metadata=hit.metadata if "metadata" in include else None,
         vector=hit.vector.tolist() if hit.vector is not None and "vector" in include else None,
         parent_id=hit.parent_id,
+        chunks=hit.chunks if "chunks" in include else None,
     )
 
 
@@ -196,9 +197,15 @@ async def query_index(
         filter=metadata_filter(data.filter),
         min_score=data.min_score,
         with_vectors="vector" in data.include,
-        fusion=Fusion(k=data.rrf_k, dense_weight=weights.dense, lexical_weight=weights.lexical)
-        if weights
-        else Fusion(k=data.rrf_k),
+        fusion=Fusion(
+            method=data.fusion,
+            k=data.rrf_k,
+            alpha=data.alpha,
+            normalization=data.normalization,
+            **({"dense_weight": weights.dense, "lexical_weight": weights.lexical} if weights else {}),
+        ),
+        group_by=data.group_by,
+        diversity=data.diversity,
     )
     outcome = await search.query(name, query)
     usage = EmbeddingUsage(prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens)

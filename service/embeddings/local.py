@@ -155,7 +155,9 @@ class LocalEmbedder:
                 bad = next(t for t in ids if not 0 <= t < self.vocab_size)
                 raise InvalidRequest(
                     f"Invalid token id {bad} in input {i}: {self.model_id} has a vocabulary of {self.vocab_size} "
-                    f"tokens (ids 0 to {self.vocab_size - 1}).",
+                    f"tokens (ids 0 to {self.vocab_size - 1}). Token ids must come from this model's own "
+                    "tokenizer; LangChain's OpenAIEmbeddings sends tiktoken's unless it is given "
+                    "check_embedding_ctx_length=False (then it sends text).",
                     param="input",
                 )
             if len(ids) > room:

@@ -353,4 +353,5 @@ class SearchService:
 
 def _request(query: SearchQuery) -> SearchRequest:
     return SearchRequest(mode=query.mode, top_k=query.top_k, filter=query.filter, min_score=query.min_score,
-                         fusion=query.fusion, with_vectors=query.with_vectors)  # fmt: skip
+                         fusion=query.fusion, with_vectors=query.with_vectors, group_by=query.group_by,
+                         diversity=query.diversity)  # fmt: skip

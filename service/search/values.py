@@ -13,15 +13,26 @@ from msgspec import Meta, Struct
 
 from indexes.config import FieldType, HnswConfig, HnswInt, IndexConfig, Kind, LexicalTokenizer, Metric, Quantization
 from indexes.filters import MetadataFilter, compile_filter
-from indexes.values import Fusion, Hit, IndexStats, Mode, StoredDocument
+from indexes.values import (
+    ChunkMatch,
+    Fusion,
+    FusionMethod,
+    GroupBy,
+    Hit,
+    IndexStats,
+    Mode,
+    Normalization,
+    StoredDocument,
+)
 from service.chunking import DEFAULT_OVERLAP_TOKENS
 from service.errors import translates_store_errors
 from service.limits import MAX_DOCUMENT_ID_LENGTH
 
 __all__ = [
-    "Chunking", "DocumentPage", "FieldType", "Fusion", "HnswConfig", "Hit", "IndexChange", "IndexInfo", "IndexSpec",
-    "IngestResult", "Kind", "LexicalTokenizer", "MetadataFilter", "Metric", "Mode", "NewDocument", "Quantization",
-    "QueryOutcome", "SearchQuery", "StoredDocument", "metadata_filter",
+    "ChunkMatch", "Chunking", "DocumentPage", "FieldType", "Fusion", "FusionMethod", "GroupBy", "HnswConfig", "Hit",
+    "IndexChange", "IndexInfo", "IndexSpec", "IngestResult", "Kind", "LexicalTokenizer", "MetadataFilter", "Metric",
+    "Mode", "NewDocument", "Normalization", "Quantization", "QueryOutcome", "SearchQuery", "StoredDocument",
+    "metadata_filter",
 ]  # fmt: skip
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -104,6 +115,8 @@ class SearchQuery(Struct, frozen=True, kw_only=True):
     min_score: float | None = None
     fusion: Fusion = Fusion()
     with_vectors: bool = False  # return each hit's stored vector
+    group_by: GroupBy = "chunk"
+    diversity: float | None = None  # MMR's lambda, 0..1
 
 
 class QueryOutcome(Struct, frozen=True):
