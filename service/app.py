@@ -7,9 +7,10 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
 from service.api.cache import cache_stats
+from service.api.console import console_assets, console_page, docs_renderers, swagger_assets
 from service.api.edge import Edge, EdgePolicy
 from service.api.embeddings import create_embeddings
 from service.api.errors import exception_to_response
@@ -38,6 +39,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Edge:
             files_router,
             fine_tuning_router,
             cache_stats,
+            console_page,
+            console_assets,
+            swagger_assets,
             health,
             ready,
             metrics,
@@ -69,7 +73,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Edge:
             version="0.1.0",
             description="Self-hosted semantic search with OpenAI-compatible embeddings and fine-tuning.",
             path="/docs",
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+            render_plugins=docs_renderers,  # Swagger UI from the package's own files: no CDN
+            # "Authorize" in the docs: the key every route takes when api_keys are set.
+            components=Components(security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer")}),
+            security=[{"apiKey": []}],
         ),
         logging_config=None,  # logging is the process's business (service/logs.py), not each app's
         debug=False,

@@ -47,6 +47,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(args.log_level)
     # On SIGTERM uvicorn stops accepting, lets requests in flight finish, then the app checkpoints its indexes.
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(f"vsearch: console at http://{shown}:{settings.port}/ and API reference at "
+          f"http://{shown}:{settings.port}/docs", file=sys.stderr, flush=True)  # fmt: skip
     # access_log off: the Edge logs each request once, with its id (uvicorn's own line would repeat it).
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=settings.shutdown_grace_s)  # fmt: skip

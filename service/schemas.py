@@ -96,7 +96,15 @@ class ModelList(Struct, kw_only=True):
 # --- indexes ------------------------------------------------------------------------------------------------------
 
 Metadata = dict[str, Any]
-Filter = dict[str, Any]
+Filter = Annotated[
+    dict[str, Any],
+    Meta(
+        description="Metadata filter, Mongo/Chroma style: {field: value} for equality; $eq $ne $gt $gte $lt $lte "
+        "$in $nin $exists per field; $and $or $not to combine; dotted paths reach nested objects. Values compare "
+        'by JSON type (1 is not true nor "1").',
+        examples=[{"year": {"$gte": 2020}}, {"$or": [{"tag": {"$in": ["faq", "guide"]}}, {"author.name": "Ada"}]}],
+    ),
+]
 
 # Requests to create or change an index, and documents to add, are the search domain's own values:
 CreateIndexRequest = IndexSpec
@@ -179,7 +187,6 @@ class DeleteDocumentsResponse(Struct, kw_only=True):
 
 
 Include = Literal["text", "metadata", "vector", "chunks"]  # chunks: a grouped hit's other matching chunks
-UnitInterval = Annotated[float, Meta(ge=0, le=1)]
 
 
 class FusionWeights(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -190,23 +197,46 @@ class FusionWeights(Struct, forbid_unknown_fields=True, kw_only=True):
 class QueryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     """Exactly one of `query` (a text), `vector`, or `queries` (a batch of texts)."""
 
-    query: str | None = None
-    vector: list[float] | None = None
-    queries: Annotated[list[str], Meta(min_length=1, max_length=MAX_BATCH_QUERIES)] | None = None
-    top_k: PositiveInt = 10  # at most max_top_k (1000 by default)
+    query: Annotated[str, Meta(description="A text to search for.", examples=["how do tides work"])] | None = None
+    vector: (
+        Annotated[list[float], Meta(description="A query vector of the index's width (dense mode only).")] | None
+    ) = None
+    queries: (
+        Annotated[list[str], Meta(min_length=1, max_length=MAX_BATCH_QUERIES, description="Texts searched alike.")]
+        | None
+    ) = None
+    top_k: Annotated[int, Meta(ge=1, description="Hits (documents with group_by=document); at most max_top_k.")] = 10
     filter: Filter | None = None
-    include: list[Include] = msgspec.field(default_factory=lambda: ["text", "metadata"])
-    min_score: float | None = None
-    # dense: nearest vectors; lexical: BM25 over the texts; hybrid: both lists fused.
-    mode: Mode = "dense"
-    # hybrid: convex (alpha * dense + (1 - alpha) * lexical over normalised scores) or rrf (reciprocal ranks).
-    fusion: FusionMethod = Fusion().method
-    alpha: UnitInterval = Fusion().alpha  # convex: the dense list's weight
-    normalization: Normalization = Fusion().normalization  # convex: how each list's scores are put on one scale
-    rrf_k: Annotated[int, Meta(ge=1, le=10_000)] = 60  # rrf
+    include: Annotated[
+        list[Include],
+        Meta(description="What each hit carries besides id, score and ranks: text, metadata, vector (the stored "
+             "one), chunks (group_by=document: the document's other matching chunks).",
+             examples=[["text", "metadata"], ["metadata", "chunks"]]),
+    ] = msgspec.field(default_factory=lambda: ["text", "metadata"])  # fmt: skip
+    min_score: Annotated[float, Meta(description="Drop hits scoring below this.")] | None = None
+    mode: Annotated[
+        Mode,
+        Meta(description="dense: nearest vectors; lexical: BM25 over the chunk texts; hybrid: both lists fused."),
+    ] = "dense"
+    fusion: Annotated[
+        FusionMethod,
+        Meta(description="hybrid: convex (alpha * dense + (1 - alpha) * lexical over normalised scores; default) "
+             "or rrf (reciprocal ranks)."),
+    ] = Fusion().method  # fmt: skip
+    alpha: Annotated[float, Meta(ge=0, le=1, description="convex fusion: the dense list's weight.")] = Fusion().alpha
+    normalization: Annotated[
+        Normalization, Meta(description="convex fusion: min-max to [0, 1] (default) or z-scores, per list.")
+    ] = Fusion().normalization
+    rrf_k: Annotated[int, Meta(ge=1, le=10_000, description="rrf: the k in 1 / (k + rank).")] = 60
     weights: FusionWeights | None = None  # rrf: each list's weight
-    group_by: GroupBy = "chunk"  # document: one hit per document, its best chunk; top_k counts documents
-    diversity: UnitInterval | None = None  # MMR's lambda: 1 is plain relevance order, lower favours novelty
+    group_by: Annotated[
+        GroupBy, Meta(description="document: one hit per document, its best chunk; top_k counts documents.")
+    ] = "chunk"
+    diversity: (
+        Annotated[float, Meta(ge=0, le=1, description="MMR's lambda: 1 keeps relevance order, lower favours "
+                                                      "novelty (0.5 drops near-duplicates).")]
+        | None
+    ) = None  # fmt: skip
 
 
 class QueryHit(Struct, kw_only=True, omit_defaults=True):

@@ -64,7 +64,9 @@ def test_api_keys(guarded):
         assert httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {key}"}).status_code == 200
     assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/ready").status_code == 200
     assert httpx.get(f"{url}/metrics").status_code == 401
-    assert httpx.get(f"{url}/docs/openapi.json").status_code == 401
+    # The console's page and files and the API reference are public (no data in them); what they call is not.
+    for public in ("/", "/console/app/console.js", "/docs", "/docs/openapi.json"):
+        assert httpx.get(f"{url}{public}").status_code == 200, public
     assert httpx.get(f"{url}/v1/no-such-route").status_code == 401  # no key: not even which routes exist
     with_key = httpx.get(f"{url}/v1/no-such-route", headers={"authorization": "Bearer sk-first-key-123456"})
     assert with_key.status_code == 404

@@ -34,8 +34,12 @@ from service.errors import (
 from service.metrics import Metrics
 
 access_log = logging.getLogger("vsearch.access")
-OPEN_PATHS = frozenset({"/health", "/ready"})  # reachable without a key: liveness and readiness probes
-UNBOUNDED_PATHS = OPEN_PATHS | {"/metrics"}  # never refused for load: probes and scrapes must get through
+OPEN_PATHS = frozenset({"/health", "/ready", "/"})  # reachable without a key: probes, and the console's page
+# The console's and the API reference's files (no data in them): the console asks for the key itself.
+OPEN_PREFIXES = ("/console/", "/docs")
+UNBOUNDED_PATHS = frozenset(
+    {"/health", "/ready", "/metrics"}
+)  # never refused for load: probes and scrapes must get through
 UPLOAD_PATHS = frozenset({"/v1/files"})  # multipart/form-data; every other body is JSON
 WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::", ""})
 
@@ -201,7 +205,7 @@ class Edge:
             host = header(scope, b"host")
             check_host(policy, host)
             check_origin(policy, header(scope, b"origin"), host)
-            if path not in OPEN_PATHS:
+            if path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
                 check_api_key(policy.api_keys, header(scope, b"authorization"))
             check_media_type(scope)
             if path not in UNBOUNDED_PATHS and self.in_flight >= policy.max_in_flight:

@@ -51,8 +51,8 @@ class HardNegatives(Struct, forbid_unknown_fields=True, kw_only=True):
     """vsearch extension: mine hard negatives for each training query from an index embedded with the job's
     model (its nearest documents that are not the query's positive)."""
 
-    index: str
-    count: Annotated[int, Meta(ge=1, le=32)] = 4
+    index: Annotated[str, Meta(description="An index embedded with the job's base model.", examples=["docs"])]
+    count: Annotated[int, Meta(ge=1, le=32, description="Negatives mined per training query.")] = 4
 
 
 class JobSpec(Struct, forbid_unknown_fields=True, kw_only=True):
