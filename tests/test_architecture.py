@@ -68,3 +68,19 @@ def test_only_the_cli_starts_a_server():
     for module, imported in modules("service").items():
         if "uvicorn" in imported:
             assert module == "service.cli", module
+
+
+def test_the_embedded_engine_keeps_the_storage_contract():
+    """Every method of indexes/contract.py's Protocols exists on the embedded engine with the same parameters."""
+    import inspect
+
+    from indexes.catalog import IndexCatalog
+    from indexes.contract import CatalogContract, IndexStoreContract
+    from indexes.store import IndexStore
+
+    for contract, engine in ((IndexStoreContract, IndexStore), (CatalogContract, IndexCatalog)):
+        for name, member in vars(contract).items():
+            if name.startswith("_") or not callable(member):
+                continue
+            wanted = list(inspect.signature(member).parameters)
+            assert list(inspect.signature(getattr(engine, name)).parameters) == wanted, (engine.__name__, name)

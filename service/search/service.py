@@ -15,10 +15,9 @@ from typing import TypeVar
 import msgspec
 import numpy as np
 
-from indexes.catalog import IndexCatalog
 from indexes.config import IndexConfig
+from indexes.contract import CatalogContract, IndexStoreContract
 from indexes.errors import IndexNotFound, IndexUnavailable
-from indexes.store import IndexStore
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from service.chunking import token_windows
 from service.embeddings.registry import EmbedderRegistry
@@ -62,12 +61,12 @@ def check_document_id(doc_id: str, param: str) -> None:
         )
 
 
-def _info(store: IndexStore) -> IndexInfo:
+def _info(store: IndexStoreContract) -> IndexInfo:
     return IndexInfo(store.config, store.stats())
 
 
 class SearchService:
-    def __init__(self, catalog: IndexCatalog, registry: EmbedderRegistry, limits: Limits) -> None:
+    def __init__(self, catalog: CatalogContract, registry: EmbedderRegistry, limits: Limits) -> None:
         self._catalog = catalog
         self._registry = registry
         self._limits = limits
@@ -94,7 +93,7 @@ class SearchService:
         await asyncio.to_thread(self._catalog.create, config)
         return await self._on_index(spec.name, _info)
 
-    async def _on_index(self, name: str, work: Callable[[IndexStore], T]) -> T:
+    async def _on_index(self, name: str, work: Callable[[IndexStoreContract], T]) -> T:
         """`work(store)` in a worker thread, with index `name` held open."""
 
         def run() -> T:
@@ -104,7 +103,7 @@ class SearchService:
         return await asyncio.to_thread(run)
 
     @asynccontextmanager
-    async def _holding(self, name: str) -> AsyncIterator[IndexStore]:
+    async def _holding(self, name: str) -> AsyncIterator[IndexStoreContract]:
         """Index `name` held open across awaits (embedding), for work that reads it, embeds, then writes."""
         store = await asyncio.to_thread(self._catalog.acquire, name)
         try:
@@ -122,7 +121,7 @@ class SearchService:
 
     @translates_store_errors
     async def update_index(self, name: str, change: IndexChange) -> IndexInfo:
-        def update(store: IndexStore) -> IndexInfo:
+        def update(store: IndexStoreContract) -> IndexInfo:
             config = store.config
             for field, kind in (change.metadata_indexes or {}).items():  # refused before anything is written
                 declared = config.metadata_indexes.get(field)
@@ -289,7 +288,7 @@ class SearchService:
         async with self._holding(name) as store:
             return await self._search(store, query)
 
-    def _search_by_vector(self, store: IndexStore, query: SearchQuery) -> QueryOutcome:
+    def _search_by_vector(self, store: IndexStoreContract, query: SearchQuery) -> QueryOutcome:
         config = store.config
         if query.mode != "dense":
             raise InvalidRequest(f"mode '{query.mode}' needs a text query, not a vector.", param="mode")
@@ -302,7 +301,7 @@ class SearchService:
         hits = store.search(_request(query), vector[None, :], None)
         return QueryOutcome([hits], config.query_model or config.model, 0)
 
-    async def _search(self, store: IndexStore, query: SearchQuery) -> QueryOutcome:
+    async def _search(self, store: IndexStoreContract, query: SearchQuery) -> QueryOutcome:
         """A search by text: embedded (unless lexical), then searched in a worker thread."""
         config = store.config
         model = config.query_model or config.model

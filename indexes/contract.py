@@ -1,0 +1,87 @@
+"""What the service needs from a storage engine: a catalog of named indexes, and each index's store.
+
+The embedded engine (indexes/catalog.py, indexes/store.py: SQLite + FAISS, one folder per index) is one
+implementation. The service (service/search/service.py) uses only what is written here, so another engine (a
+PostgreSQL + pgvector one, say) plugs in by providing these two Protocols with the same behaviour:
+
+- Every write is atomic and durable once it returns: a crash at any instant loses nothing acknowledged, and a
+  reader sees a batch entirely or not at all.
+- `search` returns only documents that pass the filter, at most `top_k`, best first, never fewer than `top_k` when
+  that many match (exact for flat indexes; HNSW may miss near-ties but never returns a non-match).
+- Scores are higher-is-better (cosine, inner product, minus the L2 distance; BM25 for lexical).
+- Errors are indexes/errors.py's: IndexNotFound, IndexExists, DocumentNotFound, InvalidDocument, InvalidFilter,
+  InvalidConfig, IndexUnavailable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+import numpy as np
+
+from indexes.config import FieldType, IndexConfig
+from indexes.filters import MetadataFilter
+from indexes.values import DocumentRecord, Hit, IndexStats, SearchRequest, StoredDocument, UpsertResult
+
+
+class IndexStoreContract(Protocol):
+    """One named index: its documents, their chunks and vectors, and search over them."""
+
+    config: IndexConfig
+
+    def upsert(self, documents: Sequence[DocumentRecord]) -> UpsertResult:
+        """Insert or replace documents (by id) with their chunks, in one transaction."""
+        ...
+
+    def delete(self, doc_ids: Sequence[str]) -> list[str]:
+        """Delete these documents; returns the ids that existed."""
+        ...
+
+    def delete_matching(self, where: MetadataFilter) -> list[str]: ...
+
+    def content_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """The stored content hash of each of `doc_ids` that exists (so unchanged documents are skipped)."""
+        ...
+
+    def get(self, doc_id: str) -> StoredDocument: ...
+
+    def list(self, limit: int, after: str | None = None) -> tuple[list[StoredDocument], bool]:
+        """A page in id order after the cursor, and whether more follow."""
+        ...
+
+    def search(self, request: SearchRequest, vector: np.ndarray | None, text: str | None) -> list[Hit]: ...
+
+    def stats(self) -> IndexStats: ...
+
+    def set_config(self, config: IndexConfig) -> None:
+        """Change what may change after creation (ef_search, query_model)."""
+        ...
+
+    def add_metadata_indexes(self, fields: dict[str, FieldType]) -> None:
+        """Declare more indexed metadata fields, built from the stored documents."""
+        ...
+
+    def close(self, checkpoint: bool = True) -> None: ...
+
+
+class CatalogContract(Protocol):
+    """The named indexes. A store lent by use()/acquire() stays usable until released, even if the index is
+    deleted meanwhile (then its reads and writes raise IndexNotFound)."""
+
+    def create(self, config: IndexConfig) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def names(self) -> list[str]: ...
+
+    def use(self, name: str) -> AbstractContextManager[IndexStoreContract]: ...
+
+    def acquire(self, name: str) -> IndexStoreContract: ...
+
+    def release(self, store: IndexStoreContract) -> None: ...
+
+    def close(self) -> None:
+        """Close every open index (checkpointing what needs it)."""
+        ...
