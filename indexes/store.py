@@ -53,13 +53,15 @@ FilterPath = Literal["exact", "selector", "overfetch"]
 
 
 class PlannerLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """Where plan_filter() switches paths. Measured at 100k and 1M x 384-d on 2 cores (scripts/bench_scale.py,
-    docs/architecture.md): scoring from SQLite costs ~1.5 us per candidate (its blob read), FAISS with an ID
-    selector a membership test per vector held plus the candidates' ids, over-fetch a full FAISS search plus a
-    filter test per id fetched."""
+    """Where plan_filter() switches paths. Measured on 100k x 384-d (bench_scale's data) on 2 cores, p50 ms of the
+    three paths forced, flat / HNSW (docs/architecture.md has the table): a 1% filter (1,000 matches) exact 10.3 /
+    10.9, ID selector 5.2 / 5.4, over-fetch 66 / 58; 5%: 112 / 62, 33 / 28, 23 / 14; 20%: 246 / 180, 55 / 52,
+    24 / 8. Exact scoring costs ~10 us per match (its blob read), the selector a membership test per vector held
+    (~40 ns) plus ~1 us per match, over-fetch one FAISS search plus a lookup per candidate (top_k / share)."""
 
-    exact_limit: int = 2_000  # at most this many estimated matches: scored exactly from SQLite's vectors
-    broad_share: float = 0.1  # at least this share of the index matches: over-fetch, whatever the fields
+    exact_limit: int = 500  # at most this many estimated matches: scored exactly from SQLite's vectors...
+    exact_share: float = 0.004  # ... or at most this share of the index (where the selector's scan costs more)
+    broad_share: float = 0.03  # at least this share matches: over-fetch, whatever the fields
     sample_size: int = 256  # chunks looked up to estimate the share
 
 
@@ -80,7 +82,7 @@ def plan_filter(estimated: float, share: float, enumerable: bool, limits: Planne
     """How to answer a filtered dense search. A few matches: score them exactly. Many, and SQLite can list them
     from a declared field's index: FAISS over them with an ID selector. Otherwise (a broad filter, or one SQLite
     could only list by scanning every document) over-fetch from FAISS and test the filter on what comes back."""
-    if estimated <= limits.exact_limit:
+    if estimated <= limits.exact_limit or share <= limits.exact_share:
         return "exact"
     if share >= limits.broad_share or not enumerable:
         return "overfetch"
@@ -545,7 +547,7 @@ class IndexStore:
             share, enumerable = self._matching_share(where), self._enumerable(joined, where)
         path = plan_filter(share * total, share, enumerable, self._planner)
         if path == "overfetch":
-            return self._overfetch(query, top_k, where, joined, share)
+            return self._overfetch(query, top_k, where, share)
         limit = self._planner.exact_limit * 4 if path == "exact" else None  # an estimate can be wrong: bounded
         candidates = self._candidates(joined, where, limit)
         if not candidates:
@@ -564,16 +566,19 @@ class IndexStore:
 
     def _matching_share(self, where: MetadataFilter) -> float:
         """The filter's selectivity, estimated on a random sample of the index's chunks (each looked up by id)."""
-        sample = self._vectors.sample_ids(self._planner.sample_size)
-        matched, found = 0, 0
-        for row in self._db.select_in(
-            f"SELECT {where.sql} FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.id IN ({{marks}})",
-            [int(i) for i in sample],
+        tested = self._tested(self._vectors.sample_ids(self._planner.sample_size).tolist(), where)
+        return (sum(tested.values()) + 0.5) / (len(tested) + 1)  # never 0: nothing passing a sample is rare, not none
+
+    def _tested(self, ids: Sequence[int], where: MetadataFilter) -> dict[int, bool]:
+        """Whether each of the chunks `ids` that exist passes the filter. CROSS JOIN keeps SQLite on the ids (then
+        each document by its key), where it might otherwise list the filter's matches through a metadata index."""
+        rows = self._db.select_in(
+            f"SELECT c.id, {where.sql} FROM chunks c CROSS JOIN documents d ON d.doc_id = c.doc_id "
+            "WHERE c.id IN ({marks})",
+            list(ids),
             where.params,
-        ):
-            found += 1
-            matched += bool(row[0])
-        return (matched + 0.5) / (found + 1)  # never 0: a filter nothing in the sample passes is rare, not empty
+        )
+        return {row[0]: bool(row[1]) for row in rows}
 
     def _enumerable(self, joined: str, where: MetadataFilter) -> bool:
         """Whether SQLite finds the filter's matches through an index (declared fields) instead of a scan."""
@@ -597,7 +602,7 @@ class IndexStore:
         depth = top_k * RESCORE_FACTOR[self.config.quantization]
         return self._score_exactly(query, [int(i) for i in ids[:depth]], top_k)
 
-    def _overfetch(self, query: np.ndarray, top_k: int, where: MetadataFilter, joined: str, share: float) -> RankedList:
+    def _overfetch(self, query: np.ndarray, top_k: int, where: MetadataFilter, share: float) -> RankedList:
         """The best `top_k` that pass a broad filter: FAISS's best k' of everything (k' from the estimated share,
         with a margin), filtered, and k' widened x4 until `top_k` pass or k' covers the whole index. Exact for flat:
         every passing vector better than the last one kept is within FAISS's exact top k'."""
@@ -605,9 +610,8 @@ class IndexStore:
         wanted = max(top_k * 2, int(top_k / share * 2))
         while True:
             scores, ids = self._vectors.search(query, min(wanted, total), threads=self._search_threads)
-            passing = {row[0] for row in self._db.select_in(
-                f"SELECT c.id {joined} AND c.id IN ({{marks}})", [int(i) for i in ids], where.params)}  # fmt: skip
-            keep = np.fromiter((int(i) in passing for i in ids), dtype=bool, count=len(ids))
+            tested = self._tested(ids.tolist(), where)
+            keep = np.fromiter((tested.get(i, False) for i in ids.tolist()), dtype=bool, count=len(ids))
             if keep.sum() >= top_k or wanted >= total:
                 return self._rescored(query, top_k, scores[keep], ids[keep])
             wanted *= 4

@@ -364,17 +364,18 @@ def test_index_model_must_exist_for_query_model(http):
 
 
 def test_filter_planner_thresholds():
-    limits = PlannerLimits(exact_limit=1_000, broad_share=0.1)
-    assert plan_filter(800, 0.0008, enumerable=False, limits=limits) == "exact"
-    assert plan_filter(10_000, 0.01, enumerable=True, limits=limits) == "selector"
-    assert plan_filter(10_000, 0.01, enumerable=False, limits=limits) == "overfetch"  # listing them means a scan
-    assert plan_filter(800_000, 0.8, enumerable=True, limits=limits) == "overfetch"
+    limits = PlannerLimits(exact_limit=500, exact_share=0.004, broad_share=0.03)
+    assert plan_filter(400, 0.004, enumerable=False, limits=limits) == "exact"
+    assert plan_filter(3_000, 0.003, enumerable=True, limits=limits) == "exact"  # 1M documents: a small share
+    assert plan_filter(1_000, 0.01, enumerable=True, limits=limits) == "selector"
+    assert plan_filter(1_000, 0.01, enumerable=False, limits=limits) == "overfetch"  # listing them means a scan
+    assert plan_filter(5_000, 0.05, enumerable=True, limits=limits) == "overfetch"
 
 
 FORCED = {  # limits under which plan_filter() takes one path for every filter below (the selector needs a
     "exact": PlannerLimits(exact_limit=10**9),  # declared field)
-    "selector": PlannerLimits(exact_limit=0, broad_share=2.0),
-    "overfetch": PlannerLimits(exact_limit=0, broad_share=0.0),
+    "selector": PlannerLimits(exact_limit=0, exact_share=0, broad_share=2.0),
+    "overfetch": PlannerLimits(exact_limit=0, exact_share=0, broad_share=0.0),
 }
 
 
