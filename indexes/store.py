@@ -546,15 +546,20 @@ class IndexStore:
         else:
             share, enumerable = self._matching_share(where), self._enumerable(joined, where)
         path = plan_filter(share * total, share, enumerable, self._planner)
+        if path == "exact":
+            # An estimate from a sample can be far off: list at most 4x what was expected, and if there are more,
+            # go the way a filter of that size would (with every candidate, never the truncated list).
+            limit = 4 * max(self._planner.exact_limit, int(share * total))
+            candidates = self._candidates(joined, where, limit)
+            if len(candidates) <= limit:
+                return self._score_exactly(query, candidates, top_k) if candidates else EMPTY
+            path = "selector" if enumerable else "overfetch"
+            share = len(candidates) / max(total, 1)  # a lower bound, better than the estimate
         if path == "overfetch":
             return self._overfetch(query, top_k, where, share)
-        limit = self._planner.exact_limit * 4 if path == "exact" else None  # an estimate can be wrong: bounded
-        candidates = self._candidates(joined, where, limit)
-        if not candidates:
+        allowed = np.array(self._candidates(joined, where, None), dtype=np.int64)
+        if not len(allowed):
             return EMPTY
-        if path == "exact" and len(candidates) <= limit:
-            return self._score_exactly(query, candidates, top_k)
-        allowed = np.array(candidates, dtype=np.int64)
         return self._rescored(query, top_k, *self._vectors.search(query, top_k, self._search_threads, allowed))
 
     def _candidates(self, joined: str, where: MetadataFilter, limit: int | None) -> list[int]:

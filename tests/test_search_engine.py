@@ -418,6 +418,31 @@ def test_filtered_top_k_is_exact_on_every_path(tmp_path: Path, monkeypatch, kind
     catalog.close()
 
 
+@pytest.mark.parametrize("declared", [True, False])
+def test_an_estimate_far_below_the_truth_still_gives_the_exact_top_k(tmp_path: Path, monkeypatch, declared: bool):
+    """A sample can miss a filter's matches: the planner expects a handful, lists at most 4x that, finds more, and
+    must then search over every match (a truncated candidate list would lose some of the true top k)."""
+    import indexes.store
+    from indexes.filters import compile_filter
+
+    monkeypatch.setattr(indexes.store.IndexStore, "_matching_share", lambda self, where: 0.0001)  # an unlucky sample
+    fields = {"cat": "integer"} if declared else {}
+    options = StoreOptions(planner=PlannerLimits(exact_limit=5, exact_share=0.0), merge_size=1000)
+    store = IndexStore(tmp_path / "e", IndexConfig(name="e", model=MODEL, dimensions=8, metadata_indexes=fields),
+                       options)  # fmt: skip
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(2000, 8)).astype("f4")
+    store.upsert([DocumentRecord(f"d{i}", "", {"cat": i % 10}, "h", [ChunkRecord(0, 0, vectors[i])])
+                  for i in range(2000)])  # fmt: skip
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for asked in rng.normal(size=(5, 8)).astype("f4"):
+        hits = store.search(SearchRequest(top_k=10, filter=compile_filter({"cat": 3})), asked[None, :], None)
+        scores = unit @ (asked / np.linalg.norm(asked))
+        expected = sorted((i for i in range(2000) if i % 10 == 3), key=lambda i: -scores[i])[:10]
+        assert [h.id for h in hits] == [f"d{i}" for i in expected]
+    store.close()
+
+
 @pytest.mark.parametrize("quantization", ["sq8", "binary"])
 def test_quantized_search_rescoring_is_exact_within_its_candidates(tmp_path: Path, quantization: str):
     """A quantized index proposes candidates; their scores are the exact float32 ones from SQLite, and a vector
