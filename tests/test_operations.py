@@ -266,7 +266,10 @@ def test_schemathesis_finds_no_server_errors(server, tmp_path: Path):
     result = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/docs/openapi.json",
          "--checks", "not_a_server_error,response_schema_conformance", "--max-examples", "8",
-         "--phases", "examples,fuzzing", "--seed", "1", "--request-timeout", "60"],
+         "--phases", "examples,fuzzing", "--seed", "1", "--request-timeout", "60",
+         # A generation-efficiency check, not a server one: with the bearer scheme, the Authorization values it
+         # generates and then drops (NULL bytes cannot go in headers) plus the {doc_id:path} parameter trip it.
+         "--suppress-health-check", "filter_too_much"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:]
