@@ -51,7 +51,15 @@ class IndexStoreContract(Protocol):
         """A page in id order after the cursor, and whether more follow."""
         ...
 
-    def search(self, request: SearchRequest, vector: np.ndarray | None, text: str | None) -> list[Hit]: ...
+    def prefetch_lexical(self, request: SearchRequest, text: str) -> object | None:
+        """Optional work ahead for a hybrid search (None: nothing to do ahead)."""
+        ...
+
+    def search(
+        self, request: SearchRequest, vector: np.ndarray | None, text: str | None, prefetched: object | None = None
+    ) -> list[Hit]:
+        """`prefetched`: what prefetch_lexical() returned for this search, or None."""
+        ...
 
     def stats(self) -> IndexStats: ...
 

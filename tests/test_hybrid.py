@@ -107,3 +107,19 @@ def test_index_without_fts_table_gets_one_on_open(tmp_path: Path):
         db.execute("DROP TABLE chunks_fts")
     reopened = IndexStore(tmp_path / "old")
     assert [h.id for h in reopened.search(SearchRequest(mode="lexical", top_k=5), None, "gamma")] == ["d"]
+
+
+def test_a_prefetched_lexical_list_is_used_only_if_nothing_was_written_since(tmp_path: Path):
+    """Hybrid search computes its lexical list while the query is embedded; a write in between must not leave the
+    search on the older list (results stay one snapshot)."""
+    store = IndexStore(tmp_path / "p", IndexConfig(name="p", model=MODEL, dimensions=4))
+    store.upsert([DocumentRecord("a", "red apples", {}, "h", [ChunkRecord(0, 10, np.ones(4, "f4"))])])
+    request = SearchRequest(mode="hybrid", top_k=5)
+    ahead = store.prefetch_lexical(request, "green pears")
+    assert ahead is not None and len(ahead.ranked[1]) == 0  # nothing matches yet
+    hits = store.search(request, np.ones((1, 4), "f4"), "green pears", ahead)
+    assert [h.ranks for h in hits] == [{"dense": 1}]  # unchanged index: the prefetched (empty) list is used
+    store.upsert([DocumentRecord("b", "green pears", {}, "h", [ChunkRecord(0, 11, -np.ones(4, "f4"))])])
+    hits = store.search(request, np.ones((1, 4), "f4"), "green pears", ahead)
+    assert {h.id: h.ranks.get("lexical") for h in hits}["b"] == 1  # written since: the list was computed again
+    store.close()

@@ -312,15 +312,22 @@ class SearchService:
             if not text.strip():
                 raise InvalidRequest(f"query {i} is empty.", param="query")
         searches: list[tuple[np.ndarray | None, str]]
+        prefetched: list = [None] * len(texts)
         if query.mode == "lexical":  # BM25 alone needs no embedding
             searches, tokens = [(None, text) for text in texts], 0
         else:
-            result = await self._registry.embed(model, texts, config.requested_dimensions)
+            # hybrid: the lexical lists are computed while the queries are embedded (two cores, two jobs)
+            ahead = asyncio.create_task(asyncio.to_thread(lambda: [store.prefetch_lexical(request, t) for t in texts]))
+            try:
+                result = await self._registry.embed(model, texts, config.requested_dimensions)
+            finally:
+                prefetched = await ahead
             searches = list(zip(result.vectors, texts, strict=True))
             tokens = result.prompt_tokens
 
         def run() -> list[list[Hit]]:
-            return [store.search(request, None if v is None else v[None, :], text) for v, text in searches]
+            return [store.search(request, None if v is None else v[None, :], text, ahead)
+                    for (v, text), ahead in zip(searches, prefetched, strict=True)]  # fmt: skip
 
         return QueryOutcome(await asyncio.to_thread(run), model, tokens)
 
