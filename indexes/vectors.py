@@ -175,8 +175,8 @@ class VectorIndex:
             faiss.omp_set_num_threads(threads)
         query = self.prepare(query)
         keep: list[faiss.IDSelector] = []  # the SWIG selectors must outlive the search: params.sel alone does not
-        only = faiss.IDSelectorBatch(allowed) if allowed is not None else None
-        keep.append(only)
+        only, bitmap = self._selector(allowed)
+        keep += [only, bitmap]
         lists = []
         if self.fresh.ntotal:
             lists.append(self._search_one(self.fresh, query, k, only, graph=False))
@@ -205,6 +205,19 @@ class VectorIndex:
         scores, ids = np.concatenate([s for s, _ in lists]), np.concatenate([i for _, i in lists])
         best = np.argsort(-scores, kind="stable")
         return scores[best], ids[best]
+
+    @staticmethod
+    def _selector(allowed: np.ndarray | None) -> tuple[faiss.IDSelector | None, np.ndarray | None]:
+        """An ID selector for `allowed`: a bitmap over ids up to the largest (a bit test per vector scanned, where
+        IDSelectorBatch hashes), and the bitmap, which must outlive the search."""
+        if allowed is None:
+            return None, None
+        if not len(allowed):
+            return faiss.IDSelectorBatch(allowed), None
+        member = np.zeros(int(allowed.max()) + 1, dtype=bool)
+        member[allowed] = True
+        bitmap = np.packbits(member, bitorder="little")
+        return faiss.IDSelectorBitmap(len(member), faiss.swig_ptr(bitmap)), bitmap
 
     def _main_storage(self) -> faiss.Index:
         """The flat (or quantized flat) index under `main`'s HNSW graph, by position."""
