@@ -217,7 +217,9 @@ class VectorIndex:
         member = np.zeros(int(allowed.max()) + 1, dtype=bool)
         member[allowed] = True
         bitmap = np.packbits(member, bitorder="little")
-        return faiss.IDSelectorBitmap(len(member), faiss.swig_ptr(bitmap)), bitmap
+        # Its n is the bitmap's size in bytes (an id is tested only if id / 8 < n): never the number of bits,
+        # or ids past the last allowed one would be looked up beyond the array.
+        return faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)), bitmap
 
     def _main_storage(self) -> faiss.Index:
         """The flat (or quantized flat) index under `main`'s HNSW graph, by position."""
