@@ -125,8 +125,17 @@ class VectorIndex:
 
     def sample_ids(self, size: int) -> np.ndarray:
         """`size` ids drawn at random from those held (tombstoned ones included), for estimates."""
-        every = np.concatenate([self._main_ids, np.fromiter(self._fresh_ids, dtype=np.int64)])
-        return every[np.random.default_rng().integers(0, len(every), size)] if len(every) else every
+        held = len(self._main_ids) + len(self._fresh_ids)
+        if not held:
+            return np.empty(0, np.int64)
+        # Positions into main's ids, then fresh's: no copy of all ids per filtered query (8 MB at 1M).
+        positions = np.random.default_rng().integers(0, held, size)
+        in_main = positions < len(self._main_ids)
+        picked = np.empty(size, dtype=np.int64)
+        picked[in_main] = self._main_ids[positions[in_main]]
+        fresh = np.fromiter(self._fresh_ids, dtype=np.int64)  # at most about a merge's worth
+        picked[~in_main] = fresh[positions[~in_main] - len(self._main_ids)]
+        return picked
 
     def merge_due(self) -> bool:
         return self.fresh.ntotal >= self.merge_size
