@@ -479,17 +479,18 @@ class IndexStore:
         only if no write has landed since, so results are still one snapshot."""
         if request.mode != "hybrid":
             return None
-        depth = self._depth(request)
+        _, depth = self._depth(request)
         with self._reading():
             where = self._where(request.filter) if request.filter else None
             ranked = self._lexical_search(text, depth, where)
             return PrefetchedList((self._version, text, depth, request.filter), ranked)
 
     @staticmethod
-    def _depth(request: SearchRequest) -> int:
+    def _depth(request: SearchRequest) -> tuple[int, int]:
+        """(results wanted before grouping and diversity choose top_k of them, depth of each ranked list)."""
         choosing = request.group_by == "document" or request.diversity is not None
         wanted = request.top_k * (CANDIDATES_PER_RESULT if choosing else 1)
-        return wanted if request.mode != "hybrid" else max(wanted, HYBRID_DEPTH)
+        return wanted, wanted if request.mode != "hybrid" else max(wanted, HYBRID_DEPTH)
 
     def search(
         self,
@@ -503,9 +504,7 @@ class IndexStore:
         `prefetched`: this search's lexical list from prefetch_lexical(), used if nothing was written since."""
         if request.mode in ("dense", "hybrid") and vector is None:
             raise ValueError(f"{request.mode} search needs a query vector")
-        choosing = request.group_by == "document" or request.diversity is not None
-        wanted = request.top_k * (CANDIDATES_PER_RESULT if choosing else 1)
-        depth = self._depth(request)
+        wanted, depth = self._depth(request)
         with self._reading():
             where = self._where(request.filter) if request.filter else None  # once, for both lists of hybrid
             while True:
