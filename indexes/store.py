@@ -26,10 +26,20 @@ import sqlite_utils
 from indexes.config import IndexConfig, check_config
 from indexes.errors import DocumentNotFound, IndexNotFound, InvalidDocument
 from indexes.filters import MetadataFilter, compile_filter, index_column, json_path
-from indexes.ranking import RankedList, fuse, maximal_marginal_relevance, ranks_by_id
+from indexes.ranking import RankedList
 from indexes.rwlock import RWLock
+from indexes.searching import EMPTY, Others, ranked_search, search_depth
 from indexes.sqlite import Database
-from indexes.values import ChunkMatch, DocumentRecord, Hit, IndexStats, SearchRequest, StoredDocument, UpsertResult
+from indexes.values import (
+    ChunkMatch,
+    DocumentRecord,
+    Hit,
+    IndexStats,
+    Mode,
+    SearchRequest,
+    StoredDocument,
+    UpsertResult,
+)
 from indexes.vectors import MERGE_SIZE, RESCORE_FACTOR, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -37,27 +47,28 @@ log = logging.getLogger(__name__)
 DATABASE = "index.sqlite"
 VECTORS = "vectors.faiss"
 CHECKPOINT_SECONDS = 30
-HYBRID_DEPTH = 100  # hybrid fuses the best this-many (or top_k, if more) of each list
-CANDIDATES_PER_RESULT = 4  # grouping by document and diversity choose among this many candidates per result
-MAX_CANDIDATES = 16_000  # how deep grouping looks for top_k distinct documents
 MAX_QUERY_TERMS = 64
 LEXICAL_TOKENIZERS = {
     "porter": "porter unicode61 remove_diacritics 2",  # English stemming over Unicode words, accents folded
     "unicode61": "unicode61 remove_diacritics 2",  # no stemming: any language with spaces between words
     "trigram": "trigram",  # substrings: codes, identifiers, languages without spaces
 }
-EMPTY: RankedList = (np.empty(0, np.float32), np.empty(0, np.int64))
 
 
 FilterPath = Literal["exact", "selector", "overfetch"]
 
 
 class PrefetchedList(msgspec.Struct, frozen=True):
-    """A lexical list computed ahead of its search, and what it was computed for (index version, text, depth,
-    filter)."""
+    """A lexical list computed ahead of its search, and what it was computed for."""
 
-    key: tuple
+    version: int  # the store's write count then
+    text: str
+    depth: int
+    filter: MetadataFilter | None
     ranked: RankedList
+
+    def valid_for(self, version: int, text: str | None, where: MetadataFilter | None) -> bool:
+        return (self.version, self.text, self.filter) == (version, text, where)
 
 
 class PlannerLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -479,18 +490,11 @@ class IndexStore:
         only if no write has landed since, so results are still one snapshot."""
         if request.mode != "hybrid":
             return None
-        _, depth = self._depth(request)
+        _, depth = search_depth(request)
         with self._reading():
             where = self._where(request.filter) if request.filter else None
             ranked = self._lexical_search(text, depth, where)
-            return PrefetchedList((self._version, text, depth, request.filter), ranked)
-
-    @staticmethod
-    def _depth(request: SearchRequest) -> tuple[int, int]:
-        """(results wanted before grouping and diversity choose top_k of them, depth of each ranked list)."""
-        choosing = request.group_by == "document" or request.diversity is not None
-        wanted = request.top_k * (CANDIDATES_PER_RESULT if choosing else 1)
-        return wanted, wanted if request.mode != "hybrid" else max(wanted, HYBRID_DEPTH)
+            return PrefetchedList(self._version, text, depth, request.filter, ranked)
 
     def search(
         self,
@@ -499,37 +503,14 @@ class IndexStore:
         text: str | None,
         prefetched: PrefetchedList | None = None,
     ) -> list[Hit]:
-        """The `top_k` best chunks (or documents, grouped), all matching the filter, best first. dense ranks by
-        `vector` ([1, d]), lexical by BM25 over `text`, hybrid fuses both lists; diversity reorders by MMR.
+        """The `top_k` best chunks (or documents, grouped) that pass the filter, best first (searching.py).
         `prefetched`: this search's lexical list from prefetch_lexical(), used if nothing was written since."""
-        if request.mode in ("dense", "hybrid") and vector is None:
-            raise ValueError(f"{request.mode} search needs a query vector")
-        wanted, depth = self._depth(request)
         with self._reading():
             where = self._where(request.filter) if request.filter else None  # once, for both lists of hybrid
-            while True:
-                ready = None
-                if prefetched is not None and prefetched.key == (self._version, text, depth, request.filter):
-                    ready = prefetched.ranked
-                lists = self._ranked_lists(request.mode, depth, vector, text, where, ready)
-                ranks = ranks_by_id(lists)
-                scores, ids = fuse(lists, ranks, request.fusion) if request.mode == "hybrid" else lists[request.mode]
-                if request.min_score is not None:
-                    keep = scores >= request.min_score
-                    scores, ids = scores[keep], ids[keep]
-                others: dict[int, list[tuple[int, float]]] = {}
-                if request.group_by == "document":
-                    scores, ids, others = self._grouped(scores, ids)
-                exhausted = all(len(found) < depth for _, found in lists.values())
-                if len(ids) >= wanted or exhausted or depth >= MAX_CANDIDATES:
-                    break
-                depth *= 4  # documents with many matching chunks used up the candidates: look deeper
-            if request.diversity is not None:
-                order = maximal_marginal_relevance(
-                    scores[:wanted], self._stored_vectors(ids[:wanted]), request.diversity, request.top_k
-                )
-                scores, ids = scores[order], ids[order]
-            return self._hits(scores[: request.top_k], ids[: request.top_k], ranks, others, request.with_vectors)
+            ready = None
+            if prefetched is not None and prefetched.valid_for(self._version, text, request.filter):
+                ready = (prefetched.depth, prefetched.ranked)
+            return ranked_search(_Snapshot(self, where, ready), request, vector, text)
 
     def _ranked_lists(
         self,
@@ -548,23 +529,8 @@ class IndexStore:
             lists["lexical"] = lexical if lexical is not None else self._lexical_search(text or "", depth, where)
         return lists
 
-    def _grouped(
-        self, scores: np.ndarray, ids: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, dict[int, list[tuple[int, float]]]]:
-        """One entry per document, its best chunk, in order; and each best chunk's other matching chunks."""
-        document_of = dict(self._db.select_in("SELECT id, doc_id FROM chunks WHERE id IN ({marks})", ids.tolist()))
-        head: dict[str, int] = {}
-        others: dict[int, list[tuple[int, float]]] = {}
-        keep = []
-        for position, (score, chunk_id) in enumerate(zip(scores.tolist(), ids.tolist(), strict=True)):
-            doc_id = document_of.get(chunk_id)
-            if doc_id not in head:
-                head[doc_id] = chunk_id
-                others[chunk_id] = []
-                keep.append(position)
-            else:
-                others[head[doc_id]].append((chunk_id, score))
-        return scores[keep], ids[keep], others
+    def _documents_of(self, ids: Sequence[int]) -> dict[int, str]:
+        return dict(self._db.select_in("SELECT id, doc_id FROM chunks WHERE id IN ({marks})", ids))
 
     def _stored_vectors(self, ids: np.ndarray) -> np.ndarray:
         """The float32 vectors of chunks `ids`, in that order."""
@@ -731,3 +697,29 @@ class IndexStore:
             with self._lock.write():
                 self._closed = True
                 self._db.close()
+
+
+class _Snapshot:
+    """The store, under its read lock, as the shared search steps see it (searching.RankingSource)."""
+
+    def __init__(self, store: IndexStore, where: MetadataFilter | None, lexical: tuple[int, RankedList] | None) -> None:
+        self.store = store
+        self.where = where
+        self.lexical = lexical  # (depth, list) computed ahead
+
+    def ranked_lists(
+        self, mode: Mode, depth: int, vector: np.ndarray | None, text: str | None
+    ) -> dict[str, RankedList]:
+        ready = self.lexical[1] if self.lexical is not None and self.lexical[0] == depth else None
+        return self.store._ranked_lists(mode, depth, vector, text, self.where, ready)
+
+    def documents_of(self, ids: Sequence[int]) -> dict[int, str]:
+        return self.store._documents_of(ids)
+
+    def stored_vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self.store._stored_vectors(ids)
+
+    def hits(
+        self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]], others: Others, with_vectors: bool
+    ) -> list[Hit]:
+        return self.store._hits(scores, ids, ranks, others, with_vectors)
