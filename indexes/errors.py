@@ -44,3 +44,7 @@ class InvalidFilter(IndexStoreError):
 
 class InvalidDocument(IndexStoreError):
     pass
+
+
+class StorageUnavailable(IndexStoreError):
+    """The database behind the store (PostgreSQL) cannot be reached, or did not answer in time: retry later."""

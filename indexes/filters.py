@@ -55,7 +55,7 @@ def compile_filter(spec: Any, indexed_fields: Iterable[str] = ()) -> MetadataFil
     comparisons on them use; the results are the same either way."""
     params: list[Any] = []
     columns = {json_path(field): index_column(field) for field in indexed_fields}
-    sql = _Compiler("d.metadata", params, columns).node(spec, "filter", 0)
+    sql = FilterCompiler("d.metadata", params, columns).node(spec, "filter", 0)
     return MetadataFilter(sql, tuple(params), spec)
 
 
@@ -72,7 +72,12 @@ def index_column(field: str) -> str:
     return "m_" + hashlib.sha1(field.encode()).hexdigest()[:16]
 
 
-class _Compiler:
+class FilterCompiler:
+    """SQLite's dialect. The validation and the structure (node, field, operator) are shared with other dialects,
+    which override the leaves: bind, definite, exists, typed, any_of, equals."""
+
+    ALWAYS = "1"
+
     def __init__(self, column: str, params: list[Any], columns: dict[str, str]) -> None:
         self.column = column
         self.params = params
@@ -88,7 +93,7 @@ class _Compiler:
         if not isinstance(spec, dict):
             raise InvalidFilter("expected an object", path)
         if not spec:
-            return "1"  # {} matches everything, as in MongoDB
+            return self.ALWAYS  # {} matches everything, as in MongoDB
         clauses = []
         for key, value in spec.items():
             where = f"{path}.{key}"
@@ -133,13 +138,19 @@ class _Compiler:
         if op == "$exists":
             if not isinstance(value, bool):
                 raise InvalidFilter("$exists takes true or false", where)
-            return f"(json_type({self.column}, {self.bind(path)}) IS {'NOT ' if value else ''}NULL)"
+            return self.exists(path, value)
         # $gt $gte $lt $lte
         value = self.scalar(value, where)
         if isinstance(value, bool) or value is None:
             raise InvalidFilter(f"{op} takes a number or a string", where)
         types = NUMBER_TYPES if isinstance(value, int | float) else "('text')"
         return self.typed(path, types, lambda field: f"{field} {COMPARISONS[op]} {self.bind(value)}")
+
+    def definite(self, condition: str) -> str:
+        return definite(condition)
+
+    def exists(self, path: str, present: bool) -> str:
+        return f"(json_type({self.column}, {self.bind(path)}) IS {'NOT ' if present else ''}NULL)"
 
     def typed(self, path: str, types: str, test: Callable[[str], str]) -> str:
         """The field is of one of the JSON `types` and its value passes `test(value SQL)`: true or false, never
@@ -148,7 +159,7 @@ class _Compiler:
         column = self.columns.get(path)
         if column is None:
             kind = f"json_type({self.column}, {self.bind(path)}) IN {types}"
-            return definite(f"{kind} AND {test(f'json_extract({self.column}, {self.bind(path)})')}")
+            return self.definite(f"{kind} AND {test(f'json_extract({self.column}, {self.bind(path)})')}")
         value = f'd."{column}"'
         condition = test(value)
         return f"({value} IS NOT NULL AND {condition} AND json_type({self.column}, {self.bind(path)}) IN {types})"
@@ -168,7 +179,7 @@ class _Compiler:
             if group
         ]
         parts += [
-            definite(f"json_type({self.column}, {self.bind(path)}) = '{name}'")
+            self.definite(f"json_type({self.column}, {self.bind(path)}) = '{name}'")
             for name, constant in JSON_CONSTANTS
             if any(v is constant for v in values)
         ]
@@ -178,7 +189,7 @@ class _Compiler:
         value = self.scalar(value, where)
         for name, constant in JSON_CONSTANTS:  # true, false and null are told apart by their JSON type alone
             if value is constant:
-                return definite(f"json_type({self.column}, {self.bind(path)}) = '{name}'")
+                return self.definite(f"json_type({self.column}, {self.bind(path)}) = '{name}'")
         types = NUMBER_TYPES if isinstance(value, int | float) else "('text')"
         return self.typed(path, types, lambda field: f"{field} = {self.bind(value)}")
 

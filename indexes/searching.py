@@ -5,12 +5,12 @@ grouping used up the candidates, diversify (MMR), and build the hits. A store su
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from indexes.ranking import RankedList, fuse, maximal_marginal_relevance, ranks_by_id
-from indexes.values import Hit, Mode, SearchRequest
+from indexes.values import ChunkMatch, Hit, Mode, SearchRequest
 
 HYBRID_DEPTH = 100  # hybrid fuses the best this-many (or top_k, if more) of each list
 CANDIDATES_PER_RESULT = 4  # grouping by document and diversity choose among this many candidates per result
@@ -18,6 +18,19 @@ MAX_CANDIDATES = 16_000  # how deep grouping looks for top_k distinct documents
 EMPTY: RankedList = (np.empty(0, np.float32), np.empty(0, np.int64))
 
 Others = dict[int, list[tuple[int, float]]]  # a grouped hit's chunk id -> its document's other chunks and scores
+
+
+class ChunkRow(NamedTuple):
+    """A chunk as a hit is made of it: where it sits in its document, and the document."""
+
+    doc_id: str
+    chunk_index: int
+    start: int
+    end: int
+    vector: np.ndarray | None  # only when asked for
+    text: str  # the document's
+    metadata: dict[str, Any]
+    chunk_count: int
 
 
 class RankingSource(Protocol):
@@ -95,3 +108,39 @@ def grouped(document_of: dict[int, str], scores: np.ndarray, ids: np.ndarray) ->
         else:
             others[head[doc_id]].append((chunk_id, score))
     return scores[keep], ids[keep], others
+
+
+def build_hits(
+    scores: np.ndarray, ids: np.ndarray, rows: dict[int, ChunkRow], ranks: dict[int, dict[str, int]], others: Others
+) -> list[Hit]:
+    """The hits of ranked chunk ids, from their rows (a chunk without a row is left out: never invent a result). A
+    chunk of a split document is "{document id}#{chunk}", its text the chunk's span."""
+    hits = []
+    for score, chunk_id in zip(scores.tolist(), ids.tolist(), strict=True):
+        row = rows.get(chunk_id)
+        if row is None:
+            continue
+        split = row.chunk_count > 1
+        matches = [
+            ChunkMatch(f"{row.doc_id}#{rows[i].chunk_index}", other, rows[i].start, rows[i].end)
+            for i, other in others.get(chunk_id, [])
+            if i in rows
+        ]
+        hits.append(
+            Hit(
+                id=f"{row.doc_id}#{row.chunk_index}" if split else row.doc_id,
+                score=score,
+                text=row.text[row.start : row.end] if split else row.text,
+                metadata=row.metadata,
+                parent_id=row.doc_id if split else None,
+                vector=row.vector,
+                ranks=ranks.get(chunk_id, {}),
+                chunks=matches,
+            )
+        )
+    return hits
+
+
+def wanted_rows(ids: np.ndarray, others: Others) -> list[int]:
+    """The chunk ids whose rows build_hits() reads: the hits' and their documents' other matching chunks'."""
+    return ids.tolist() + [i for head in ids.tolist() for i, _ in others.get(head, [])]

@@ -24,14 +24,13 @@ import numpy as np
 import sqlite_utils
 
 from indexes.config import IndexConfig, check_config
-from indexes.errors import DocumentNotFound, IndexNotFound, InvalidDocument
+from indexes.errors import DocumentNotFound, IndexNotFound
 from indexes.filters import MetadataFilter, compile_filter, index_column, json_path
 from indexes.ranking import RankedList
 from indexes.rwlock import RWLock
-from indexes.searching import EMPTY, Others, ranked_search, search_depth
+from indexes.searching import EMPTY, ChunkRow, Others, build_hits, ranked_search, search_depth, wanted_rows
 from indexes.sqlite import Database
 from indexes.values import (
-    ChunkMatch,
     DocumentRecord,
     Hit,
     IndexStats,
@@ -39,6 +38,7 @@ from indexes.values import (
     SearchRequest,
     StoredDocument,
     UpsertResult,
+    check_dimensions,
 )
 from indexes.vectors import MERGE_SIZE, RESCORE_FACTOR, VectorIndex
 
@@ -370,14 +370,7 @@ class IndexStore:
         created: list[str] = []
         updated: list[str] = []
         now = time.time()
-        for doc in documents:
-            for chunk in doc.chunks:
-                if chunk.vector.shape != (self.config.dimensions,):
-                    raise InvalidDocument(
-                        f"Document '{doc.doc_id}' has a vector of {chunk.vector.size} dimensions; the index has "
-                        f"{self.config.dimensions}.",
-                        "documents",
-                    )
+        check_dimensions(documents, self.config.dimensions)
         with self._writing():
             with self._db.transaction() as db:
                 seq = self._next_seq(db)
@@ -645,44 +638,31 @@ class IndexStore:
         scores: np.ndarray,
         ids: np.ndarray,
         ranks: dict[int, dict[str, int]],
-        others: dict[int, list[tuple[int, float]]],
+        others: Others,
         with_vectors: bool,
     ) -> list[Hit]:
         if not len(ids):
             return []
         vector = "c.vector" if with_vectors else "NULL"  # the blobs are read only when asked for
-        wanted = ids.tolist() + [i for head in ids.tolist() for i, _ in others.get(head, [])]
         rows = self._db.select_in(
             f"SELECT c.id, c.doc_id, c.chunk_index, c.start, c.end, {vector}, d.text, d.metadata, d.chunk_count "
             "FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.id IN ({marks})",
-            wanted,
+            wanted_rows(ids, others),
         )
-        by_id = {row[0]: row for row in rows}
-        hits = []
-        for score, chunk_id in zip(scores.tolist(), ids.tolist(), strict=True):
-            row = by_id.get(chunk_id)
-            if row is None:  # cannot happen under the read lock; never invent a result
-                continue
-            _, doc_id, index, start, end, blob, text, metadata, chunk_count = row
-            split = chunk_count > 1
-            matches = [
-                ChunkMatch(f"{doc_id}#{by_id[i][2]}", other, by_id[i][3], by_id[i][4])
-                for i, other in others.get(chunk_id, [])
-                if i in by_id
-            ]
-            hits.append(
-                Hit(
-                    id=f"{doc_id}#{index}" if split else doc_id,
-                    score=score,
-                    text=text[start:end] if split else text,
-                    metadata=json.loads(metadata),
-                    parent_id=doc_id if split else None,
-                    vector=np.frombuffer(blob, dtype="<f4") if blob is not None else None,
-                    ranks=ranks.get(chunk_id, {}),
-                    chunks=matches,
-                )
-            )
-        return hits
+        by_id = {
+            row[0]: ChunkRow(
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                None if row[5] is None else np.frombuffer(row[5], "<f4"),
+                row[6],
+                json.loads(row[7]),
+                row[8],
+            )  # fmt: skip
+            for row in rows
+        }
+        return build_hits(scores, ids, by_id, ranks, others)
 
     def close(self, checkpoint: bool = True) -> None:
         """Checkpoint (unless the index is being deleted) and close. Waits for the write or reads in progress;

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
+from indexes.errors import InvalidDocument
 from indexes.filters import MetadataFilter
 
 Mode = Literal["dense", "lexical", "hybrid"]  # nearest vectors, BM25 over the texts, or both fused
@@ -27,6 +29,18 @@ class DocumentRecord(msgspec.Struct):
     metadata: dict[str, Any]
     content_hash: str
     chunks: list[ChunkRecord]  # filled in once embedded
+
+
+def check_dimensions(documents: Sequence[DocumentRecord], dimensions: int) -> None:
+    """InvalidDocument unless every chunk's vector has the index's width."""
+    for doc in documents:
+        for chunk in doc.chunks:
+            if chunk.vector.shape != (dimensions,):
+                raise InvalidDocument(
+                    f"Document '{doc.doc_id}' has a vector of {chunk.vector.size} dimensions; the index has "
+                    f"{dimensions}.",
+                    "documents",
+                )
 
 
 class UpsertResult(msgspec.Struct, frozen=True):

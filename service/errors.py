@@ -11,7 +11,14 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
-from indexes.errors import DocumentNotFound, IndexExists, IndexNotFound, IndexStoreError, IndexUnavailable
+from indexes.errors import (
+    DocumentNotFound,
+    IndexExists,
+    IndexNotFound,
+    IndexStoreError,
+    IndexUnavailable,
+    StorageUnavailable,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -148,6 +155,8 @@ def from_system_error(exc: BaseException) -> VsearchError | None:
     )
     if full:
         return InsufficientStorage("No space left on device: the server could not store this request's data.")
+    if isinstance(exc, StorageUnavailable):
+        return Unavailable(exc.message, code="storage_unavailable")
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
         return Unavailable("The server is out of file descriptors; retry shortly.", code="out_of_descriptors")
     return None
@@ -163,6 +172,8 @@ def from_store_error(exc: IndexStoreError) -> VsearchError:
         return Conflict(exc.message, exc.param, code="index_exists")
     if isinstance(exc, IndexUnavailable):
         return Unavailable(exc.message, exc.param, code="index_unavailable")
+    if isinstance(exc, StorageUnavailable):
+        return Unavailable(exc.message, code="storage_unavailable")
     return InvalidRequest(exc.message, exc.param)  # a bad config, filter or document
 
 
