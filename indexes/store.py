@@ -116,13 +116,17 @@ ENGLISH_STOPWORDS = frozenset(
 )
 
 
-def fts_query(text: str, stopwords: frozenset[str] = frozenset()) -> str:
-    """Any text as an FTS5 query: its words (less `stopwords`, unless that leaves none), each quoted as a literal,
-    any of them matching (BM25 ranks the documents with more and rarer words first). FTS5's own syntax (quotes, *,
-    NEAR, -, :) never reaches it."""
+def query_words(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
+    """A lexical query's words: runs of letters, digits and '_' (no query syntax ever gets through), each once,
+    less `stopwords` unless that leaves none."""
     words = list(dict.fromkeys(re.findall(r"\w+", text.lower())))[:MAX_QUERY_TERMS]
-    words = [word for word in words if word not in stopwords] or words
-    return " OR ".join(f'"{word}"' for word in words)
+    return [word for word in words if word not in stopwords] or words
+
+
+def fts_query(text: str, stopwords: frozenset[str] = frozenset()) -> str:
+    """Any text as an FTS5 query: its words, each quoted as a literal, any of them matching (BM25 ranks the
+    documents with more and rarer words first)."""
+    return " OR ".join(f'"{word}"' for word in query_words(text, stopwords))
 
 
 class IndexStore:

@@ -51,6 +51,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     # Accept token ids as /v1/embeddings input (OpenAI does). Off: only text is accepted, so a client that sends
     # another tokenizer's ids (LangChain's OpenAIEmbeddings by default sends tiktoken's) gets a 400, not a vector.
     accept_token_ids: bool = True
+    # PostgreSQL (postgresql://user:password@host:5432/db, with pgvector available). When set, indexes, files and
+    # their bytes, fine-tuning jobs and adapters, and the embedding cache live there, so any number of replicas
+    # sharing it serve the same data; the data dir then keeps only the built ONNX graphs (and upload spools).
+    database_url: str | None = None
+    database_pool_size: Annotated[int, Meta(ge=1, le=1000)] = 10  # connections each replica keeps at most
+    database_statement_timeout_s: Annotated[float, Meta(gt=0)] = 30.0  # a slower statement is cancelled: a 503
+    # With PostgreSQL: a replica's hold on a running fine-tuning job lasts this long unless renewed (every third
+    # of it); a job whose replica died is taken over by another once it runs out.
+    job_lease_s: Annotated[float, Meta(ge=1)] = 30.0
     # Request limits. In the TOML file and the environment they are top-level names (max_top_k,
     # VSEARCH_MAX_TOP_K), as every other setting.
     limits: Limits = Limits()
@@ -113,6 +122,9 @@ def load_settings(
             else:
                 raise ConfigError(f"{where}: unknown setting '{key}'")
     try:  # strict=False: the environment gives every value as a string
-        return msgspec.convert(merged, Settings, strict=False, dec_hook=_path_hook)
+        settings = msgspec.convert(merged, Settings, strict=False, dec_hook=_path_hook)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid settings: {exc}") from None
+    if settings.database_url is not None and not settings.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("invalid settings: database_url must be a postgresql:// URL")
+    return settings

@@ -6,16 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from indexes.catalog import IndexCatalog
+from indexes.contract import CatalogContract
+from indexes.postgres.catalog import PgCatalog
+from indexes.postgres.database import PgDatabase
 from indexes.store import StoreOptions
 from service.config import Settings
-from service.embeddings.cache import CachedEmbedder, EmbeddingCache
+from service.embeddings.cache import CachedEmbedder, EmbeddingCache, PgEmbeddingCache
 from service.embeddings.local import LocalEmbedder
 from service.embeddings.model_files import bundled_model_files, load_model_files
 from service.embeddings.registry import EmbedderRegistry
 from service.embeddings.remote import RemoteEmbedder, RemoteProvider
-from service.finetune.files import FileStore
-from service.finetune.jobs import JobStore
-from service.finetune.service import FineTuningService
+from service.finetune.adapters import AdapterFiles, AdapterStore, PgAdapters
+from service.finetune.files import FileStore, PgFileStore
+from service.finetune.jobs import JobStore, PgJobStore
+from service.finetune.service import FineTuningService, SharedJobs
 from service.metrics import Gauges, Metrics
 from service.search.service import SearchService
 
@@ -30,6 +34,7 @@ class Services:
     providers: list[RemoteProvider]
     cache: EmbeddingCache
     metrics: Metrics
+    database: PgDatabase | None = None  # with database_url: the pool every store above shares
 
     async def start(self) -> None:
         await self.registry.start()
@@ -62,6 +67,8 @@ class Services:
         self.cache.close()
         self.fine_tuning.jobs.close()
         self.files.close()
+        if self.database is not None:
+            self.database.close()
 
 
 def build_registry(settings: Settings, cache: EmbeddingCache) -> tuple[EmbedderRegistry, list[RemoteProvider]]:
@@ -86,17 +93,33 @@ def build_services(settings: Settings) -> Services:
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
-    cache = EmbeddingCache(data / "cache" / "embeddings.sqlite", settings.cache_max_entries)
+    database = None
+    if settings.database_url is not None:
+        database = PgDatabase(settings.database_url, settings.database_pool_size,
+                              int(settings.database_statement_timeout_s * 1000))  # fmt: skip
+        cache: EmbeddingCache = PgEmbeddingCache(database, settings.cache_max_entries)
+    else:
+        cache = EmbeddingCache(data / "cache" / "embeddings.sqlite", settings.cache_max_entries)
     registry, providers = build_registry(settings, cache)
     registry.on_embedded = metrics.count_embedded
-    options = StoreOptions(search_threads=settings.faiss_threads)
-    catalog = IndexCatalog(data / "indexes", settings.max_open_indexes, options)
+    if database is not None:
+        catalog: CatalogContract = PgCatalog(database)
+        files: FileStore = PgFileStore(database, data / "spool", settings.limits.max_upload_bytes)
+        jobs: JobStore | PgJobStore = PgJobStore(database)
+        adapters: AdapterStore = PgAdapters(database)
+        shared = SharedJobs(lease_s=settings.job_lease_s)
+    else:
+        catalog = IndexCatalog(data / "indexes", settings.max_open_indexes,
+                               StoreOptions(search_threads=settings.faiss_threads))  # fmt: skip
+        files = FileStore(data / "files", settings.limits.max_upload_bytes)
+        jobs = JobStore(data / "finetune" / "jobs.sqlite")
+        adapters = AdapterFiles(data / "finetune" / "adapters")
+        shared = None
     search = SearchService(catalog, registry, settings.limits)
-    files = FileStore(data / "files", settings.limits.max_upload_bytes)
-    fine_tuning = FineTuningService(
-        JobStore(data / "finetune" / "jobs.sqlite"), files, registry, search, data / "finetune" / "adapters"
-    )
+    fine_tuning = FineTuningService(jobs, files, registry, search, adapters, shared)
     fine_tuning.load_models()
-    services = Services(settings, registry, search, files, fine_tuning, providers, cache, metrics)
+    if database is not None:
+        registry.discover = fine_tuning.load_models  # models trained by another replica
+    services = Services(settings, registry, search, files, fine_tuning, providers, cache, metrics, database)
     metrics.watch(services.gauges)
     return services

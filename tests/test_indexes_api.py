@@ -7,7 +7,15 @@ import itertools
 import httpx
 import pytest
 
+from tests.conftest import STORES, LiveServer, each_store
 from tests.test_embeddings_api import assert_error
+
+
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest) -> LiveServer:
+    """Every test here runs against the embedded store and against PostgreSQL."""
+    return each_store(request)
+
 
 MODEL = "all-MiniLM-L6-v2"
 _names = itertools.count()

@@ -7,7 +7,14 @@ import pytest
 
 from indexes.ranking import convex_fusion, maximal_marginal_relevance, ranks_by_id, reciprocal_rank_fusion
 from indexes.values import Fusion
+from tests.conftest import STORES, LiveServer, each_store
 from tests.test_indexes_api import add, new_index, query
+
+
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest) -> LiveServer:
+    """Every test here runs against the embedded store and against PostgreSQL."""
+    return each_store(request)
 
 
 def lists(dense: dict[int, float], lexical: dict[int, float]) -> dict:

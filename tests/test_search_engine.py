@@ -17,8 +17,15 @@ from indexes.catalog import IndexCatalog
 from indexes.config import IndexConfig
 from indexes.store import IndexStore, PlannerLimits, StoreOptions, plan_filter
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
-from tests.conftest import start_server
+from tests.conftest import STORES, LiveServer, each_store, start_server
 from tests.test_indexes_api import MODEL, add, new_index, query
+
+
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest) -> LiveServer:
+    """Every test here runs against the embedded store and against PostgreSQL."""
+    return each_store(request)
+
 
 # --- a plain Python evaluation of the filter language, to check the SQL compiler against --------------------------
 

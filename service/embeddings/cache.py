@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from indexes.postgres.database import PgDatabase
 from indexes.sqlite import Database
 from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult
 
@@ -124,3 +125,56 @@ class CachedEmbedder:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class PgEmbeddingCache(EmbeddingCache):
+    """The same cache in PostgreSQL, shared by replicas (hits and misses are counted per replica)."""
+
+    def __init__(self, db: PgDatabase, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._pg = db
+        db.migrate([
+            "CREATE UNLOGGED TABLE IF NOT EXISTS vsearch_embedding_cache (key bytea PRIMARY KEY, "
+            "vector bytea NOT NULL, used double precision NOT NULL)",  # unlogged: a cache, rebuilt by use
+            "CREATE INDEX IF NOT EXISTS vsearch_embedding_cache_used ON vsearch_embedding_cache (used)",
+        ])  # fmt: skip
+        self._entries = self._count()
+
+    def _count(self) -> int:
+        return int(self._pg.execute("SELECT count(*) FROM vsearch_embedding_cache")[0][0])
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        rows = self._pg.execute(
+            "UPDATE vsearch_embedding_cache SET used = %s WHERE key = ANY(%s) RETURNING key, vector",
+            (time.time(), list(keys)),
+        )
+        found = {bytes(key): np.frombuffer(bytes(blob), dtype="<f4") for key, blob in rows}
+        with self._lock:
+            self.hits += len(found)
+            self.misses += len(set(keys)) - len(found)
+        return found
+
+    def put_many(self, items: dict[bytes, np.ndarray]) -> None:
+        now = time.time()
+        with self._pg.transaction() as conn:
+            conn.cursor().executemany(
+                "INSERT INTO vsearch_embedding_cache VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE "
+                "SET vector = excluded.vector, used = excluded.used",
+                [(k, np.ascontiguousarray(v, dtype="<f4").tobytes(), now) for k, v in items.items()],
+            )
+            entries = conn.execute("SELECT count(*) FROM vsearch_embedding_cache").fetchone()[0]  # type: ignore[index]
+            excess = entries - self.max_entries
+            if excess > 0:  # least recently used go first
+                conn.execute(
+                    "DELETE FROM vsearch_embedding_cache WHERE key IN "
+                    "(SELECT key FROM vsearch_embedding_cache ORDER BY used LIMIT %s)",
+                    (excess,),
+                )
+                entries -= excess
+        self._entries = entries
+
+    def close(self) -> None:
+        pass  # the database belongs to whoever made it

@@ -19,17 +19,27 @@ class EmbedderRegistry:
     def __init__(self, on_embedded: Callable[[str, int], None] | None = None) -> None:
         self._embedders: dict[str, Embedder] = {}
         self.on_embedded = on_embedded  # told (model, count) after each embedding call, for metrics
+        # Called before a model id is missed or the models are listed, to add models published elsewhere (by
+        # another replica sharing the database); None on a single node, where every model is added here.
+        self.discover: Callable[[], None] | None = None
 
     def add(self, embedder: Embedder) -> None:
         self._embedders[embedder.model_id] = embedder
 
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._embedders
+
     def get(self, model_id: str, param: str = "model") -> Embedder:
+        if model_id not in self._embedders and self.discover is not None:
+            self.discover()
         try:
             return self._embedders[model_id]
         except KeyError:
             raise ModelNotFound(model_id, param) from None
 
     def all(self) -> list[Embedder]:
+        if self.discover is not None:
+            self.discover()
         return list(self._embedders.values())
 
     def output_dimensions(self, model_id: str, dimensions: int | None) -> int:

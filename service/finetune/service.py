@@ -8,19 +8,23 @@ import contextlib
 import csv
 import io
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
-from pathlib import Path
 
 import msgspec
 import numpy as np
 
+from indexes.errors import StorageUnavailable
 from service.embeddings.adapter import AdapterEmbedder
 from service.embeddings.registry import EmbedderRegistry
 from service.errors import InvalidRequest, NotFound
+from service.finetune.adapters import AdapterStore
 from service.finetune.files import FileStore
 from service.finetune.formats import Example, TrainingFileError, parse_examples
-from service.finetune.jobs import UNFINISHED, JobStore
+from service.finetune.jobs import UNFINISHED, JobStore, PgJobStore
 from service.finetune.records import (
     CheckpointMetrics,
     EventLevel,
@@ -86,16 +90,34 @@ class JobCancelled(Exception):
     """Raised inside a run when the user cancelled it: the run stops where it is."""
 
 
+class SharedJobs(msgspec.Struct, frozen=True, kw_only=True):
+    """How replicas share jobs through PostgreSQL (PgJobStore): each claims the next job it finds, holds it by
+    renewing a lease, and looks for jobs every `poll_s` (and at once when it created one)."""
+
+    lease_s: float = 30.0
+    poll_s: float = 1.0
+
+
 class FineTuningService:
     def __init__(
-        self, jobs: JobStore, files: FileStore, registry: EmbedderRegistry, search: SearchService, adapters: Path
+        self,
+        jobs: JobStore | PgJobStore,
+        files: FileStore,
+        registry: EmbedderRegistry,
+        search: SearchService,
+        adapters: AdapterStore,
+        shared: SharedJobs | None = None,
     ) -> None:
+        """`shared`: jobs live in PostgreSQL and replicas take turns (`jobs` is then a PgJobStore); None: this
+        process alone runs the jobs of its data dir."""
         self.jobs = jobs
         self.files = files
         self.registry = registry
         self.search = search
         self.adapters = adapters
-        adapters.mkdir(parents=True, exist_ok=True)
+        self.shared = shared
+        self._owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"  # this replica, for leases
+        self._wakeup = asyncio.Event()
         self._cancel: dict[str, threading.Event] = {}
         self._status_lock = threading.Lock()
         self._queue: asyncio.Queue[str] | None = None
@@ -104,20 +126,25 @@ class FineTuningService:
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
     def load_models(self) -> None:
-        """Publish the models of succeeded jobs (their adapters are on disk)."""
-        jobs, _ = self.jobs.list(limit=1_000_000, after=None)
-        for job in reversed(jobs):
-            weights = self.adapters / f"{job.id}.npy"
-            if job.status == "succeeded" and job.fine_tuned_model and weights.exists():
-                try:
-                    base = self.registry.get(job.model)
-                except NotFound:
-                    log.warning("fine-tuned model %s: base %s is not served; skipped", job.fine_tuned_model, job.model)
-                    continue
-                self.registry.add(AdapterEmbedder(job.fine_tuned_model, base, np.load(weights), job.finished_at or 0))
+        """Publish the models of succeeded jobs not served yet (at start; and, with replicas, whenever a model is
+        missed or listed: another replica may have trained it)."""
+        for job in self.jobs.succeeded():
+            if not job.fine_tuned_model or job.fine_tuned_model in self.registry:
+                continue
+            weights = self.adapters.load(job.id)
+            if weights is None:
+                continue
+            if job.model not in self.registry:  # (not get(): a miss would discover, which is this)
+                log.warning("fine-tuned model %s: base %s is not served; skipped", job.fine_tuned_model, job.model)
+                continue
+            base = self.registry.get(job.model)
+            self.registry.add(AdapterEmbedder(job.fine_tuned_model, base, weights, job.finished_at or 0))
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        if self.shared is not None:
+            self._worker = asyncio.get_running_loop().create_task(self._work_shared(self.shared))
+            return
         for job in self.jobs.unfinished():  # interrupted by a restart: run again from the start
             self.jobs.clear_progress(job.id)
             self.jobs.update(job.id, status="validating_files", trained_tokens=None, estimated_finish=None)
@@ -136,6 +163,11 @@ class FineTuningService:
     # --- the door -------------------------------------------------------------------------------------------------
 
     async def create(self, spec: JobSpec) -> FineTuningJob:
+        job = await self._create(spec)
+        self._wakeup.set()  # with replicas: look for it now rather than at the next poll
+        return job
+
+    async def _create(self, spec: JobSpec) -> FineTuningJob:
         base = self.registry.get(spec.model)
         if base.base_model is not None:
             raise InvalidRequest(
@@ -200,7 +232,8 @@ class FineTuningService:
         if job.integrations:
             self.jobs.add_event(job.id, "Integrations are recorded but not used: vsearch sends nothing to wandb.",
                                 level="warn")  # fmt: skip
-        self._queue.put_nowait(job.id)
+        if self.shared is None:
+            self._queue.put_nowait(job.id)
 
     async def cancel(self, job_id: str) -> FineTuningJob:
         def cancel() -> FineTuningJob:
@@ -233,20 +266,65 @@ class FineTuningService:
     async def _work(self) -> None:
         assert self._queue is not None
         while True:
-            job_id = await self._queue.get()
+            await self._run_one(await self._queue.get())
+
+    async def _work_shared(self, shared: SharedJobs) -> None:
+        """With replicas: claim the next job nobody holds, run it while renewing the lease, repeat."""
+        assert isinstance(self.jobs, PgJobStore)
+        jobs = self.jobs
+        while True:
+            self._wakeup.clear()
             try:
-                await self._run(self.jobs.get(job_id))
-            except asyncio.CancelledError:
-                raise
-            except JobCancelled:
-                pass
-            except TrainingFileError as exc:
-                self._fail(job_id, JobError(code=exc.code, message=str(exc), param=exc.param))
-            except Exception as exc:  # a bug, or a base model that failed: the job fails, the worker goes on
-                log.exception("fine-tuning job %s failed", job_id)
-                self._fail(job_id, JobError(code="server_error", message=str(exc), param=None))
+                claimed = await asyncio.to_thread(jobs.claim, self._owner, shared.lease_s)
+            except StorageUnavailable:  # the database is unreachable for now: try again at the next poll
+                log.exception("could not look for fine-tuning jobs")
+                claimed = None
+            if claimed is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), shared.poll_s)
+                continue
+            job_id = claimed.job.id
+            if claimed.taken_over:
+                await asyncio.to_thread(self._restart, job_id, "The replica running this job stopped; it starts again.")
+            lease = asyncio.get_running_loop().create_task(self._hold(jobs, job_id, shared))
+            try:
+                await self._run_one(job_id)
             finally:
-                self._cancel.pop(job_id, None)
+                lease.cancel()
+
+    def _restart(self, job_id: str, why: str) -> None:
+        self.jobs.clear_progress(job_id)
+        with contextlib.suppress(JobCancelled):
+            self._move(job_id, why, status="validating_files", trained_tokens=None, estimated_finish=None)
+
+    async def _hold(self, jobs: PgJobStore, job_id: str, shared: SharedJobs) -> None:
+        """Renew the lease on a running job; stop the run if it was cancelled (through any replica) or if the lease
+        was lost (this replica stalled past it, and another took the job over)."""
+        flag = self._cancel.setdefault(job_id, threading.Event())
+        while True:
+            await asyncio.sleep(shared.lease_s / 3)
+            try:
+                held = await asyncio.to_thread(jobs.renew, job_id, self._owner, shared.lease_s)
+                cancelled = (await asyncio.to_thread(jobs.get, job_id)).status == "cancelled"
+            except StorageUnavailable:
+                continue  # the database is unreachable for now; the lease runs on until it comes back
+            if cancelled or not held:
+                flag.set()
+
+    async def _run_one(self, job_id: str) -> None:
+        try:
+            await self._run(self.jobs.get(job_id))
+        except asyncio.CancelledError:
+            raise
+        except JobCancelled:
+            pass
+        except TrainingFileError as exc:
+            self._fail(job_id, JobError(code=exc.code, message=str(exc), param=exc.param))
+        except Exception as exc:  # a bug, or a base model that failed: the job fails, the worker goes on
+            log.exception("fine-tuning job %s failed", job_id)
+            self._fail(job_id, JobError(code="server_error", message=str(exc), param=None))
+        finally:
+            self._cancel.pop(job_id, None)
 
     def _check_cancelled(self, job_id: str) -> None:
         if self._cancel.setdefault(job_id, threading.Event()).is_set():
@@ -301,7 +379,7 @@ class FineTuningService:
             raise TrainingFileError(f"{file_id}: {exc}", param=param) from None
 
     def _publish(self, job: FineTuningJob, weights: np.ndarray, rows: list[dict], trained_tokens: int) -> None:
-        np.save(self.adapters / f"{job.id}.npy", weights)
+        self.adapters.save(job.id, weights)
         result = self.files.save_bytes("step_metrics.csv", "fine-tune-results", metrics_csv(rows))
         name = model_id(job)
         base = self.registry.get(job.model)
@@ -385,7 +463,7 @@ class _Progress:
             valid_loss, valid_accuracy = evaluate(weights, self.valid, self.config.batch_size, self.config.temperature)
             last.update(valid_loss=valid_loss, valid_accuracy=valid_accuracy)
         step = last["step"]
-        np.save(self.service.adapters / f"{self.job.id}-step-{step}.npy", weights)
+        self.service.adapters.save(f"{self.job.id}-step-{step}", weights)
         self.service.jobs.add_checkpoint(
             self.job.id,
             f"{model_id(self.job)}:ckpt-step-{step}",

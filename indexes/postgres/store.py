@@ -1,0 +1,370 @@
+"""PgIndexStore: one index in PostgreSQL + pgvector, the IndexStoreContract's second implementation.
+
+Two tables per index: documents (metadata as JSONB) and chunks (the vector as `vector(d)`, the document's
+metadata again as JSONB with a GIN index, so a filter and the vector search read one table, and a `tsvector` with a
+GIN index for lexical search). An HNSW index (pgvector's) serves `kind: "hnsw"`; `flat` is an exact scan.
+
+The store holds no state beyond its config: every replica reads and writes the same tables, each write is one
+transaction (acknowledged = committed), and a search's queries share one snapshot (REPEATABLE READ).
+
+Differences from the embedded store, on purpose and documented in the README:
+- lexical ranking is PostgreSQL's ts_rank over a tsvector, not BM25; the trigram tokenizer is not offered;
+- `quantization` shapes only the HNSW index (sq8: a halfvec index, 2 bytes a dimension; binary: a bit index);
+  the table keeps float32 vectors and candidates are rescored from them exactly;
+- a filtered HNSW search uses pgvector's iterative index scan, and falls back to an exact scan when it returns
+  fewer than top_k: never fewer than top_k results when that many match.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import msgspec
+import numpy as np
+import psycopg
+from psycopg.types.json import Jsonb
+
+from indexes.config import FieldType, IndexConfig, check_config
+from indexes.errors import DocumentNotFound, IndexNotFound
+from indexes.filters import MetadataFilter
+from indexes.postgres.database import PgDatabase
+from indexes.postgres.filters import compile_pg_filter, field_value
+from indexes.ranking import RankedList
+from indexes.searching import EMPTY, ChunkRow, Others, build_hits, ranked_search, wanted_rows
+from indexes.store import ENGLISH_STOPWORDS, query_words
+from indexes.values import (
+    DocumentRecord,
+    Hit,
+    IndexStats,
+    Mode,
+    SearchRequest,
+    StoredDocument,
+    UpsertResult,
+    check_dimensions,
+)
+
+# Text search configurations for the tokenizers the embedded store names after FTS5's (a fixed table: never input).
+TEXT_SEARCH_CONFIGS = {"porter": "english", "unicode61": "simple"}
+# metric -> (pgvector distance operator, operator class suffix, score from the distance)
+METRICS = {
+    "cosine": ("<=>", "cosine", "1 - ({})"),
+    "ip": ("<#>", "ip", "-({})"),  # <#> is the negative inner product
+    "l2": ("<->", "l2", "-({})"),
+}
+RESCORE_FACTOR = {"none": 1, "sq8": 4, "binary": 20}  # candidates per result a quantized HNSW index gives
+MAX_EF_SEARCH = 1000  # pgvector's bound on hnsw.ef_search
+HALFVEC_FROM = 2001  # pgvector indexes `vector` up to 2,000 dimensions and `halfvec` up to 4,000
+
+
+def index_expression(config: IndexConfig) -> tuple[str, str]:
+    """(what the HNSW index is built over, the same for the query vector, a parameter)."""
+    d = config.dimensions
+    if config.quantization == "binary":
+        return f"(binary_quantize(c.embedding)::bit({d}))", f"binary_quantize(%s::vector({d}))::bit({d})"
+    if config.quantization == "sq8" or d >= HALFVEC_FROM:
+        return f"(c.embedding::halfvec({d}))", f"%s::halfvec({d})"
+    return "c.embedding", "%s"
+
+
+def index_operator(config: IndexConfig) -> tuple[str, str]:
+    """(the ordering operator of the HNSW index, its operator class)."""
+    if config.quantization == "binary":
+        return "<~>", "bit_hamming_ops"
+    operator, suffix, _ = METRICS[config.metric]
+    kind = "halfvec" if config.quantization == "sq8" or config.dimensions >= HALFVEC_FROM else "vector"
+    return operator, f"{kind}_{suffix}_ops"
+
+
+def schema(table: str, config: IndexConfig) -> list[str]:
+    """The statements that make an index's tables (`table` is a fixed prefix, never input)."""
+    statements = [
+        f'CREATE TABLE {table}_documents (doc_id text COLLATE "C" PRIMARY KEY, text text NOT NULL, '
+        "metadata jsonb NOT NULL, content_hash text NOT NULL, chunk_count integer NOT NULL, "
+        "created_at double precision NOT NULL, updated_at double precision NOT NULL)",
+        f"CREATE TABLE {table}_chunks (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        f'doc_id text COLLATE "C" NOT NULL REFERENCES'
+        f" {table}_documents ON DELETE CASCADE, chunk_index integer NOT NULL, "
+        f'start integer NOT NULL, "end" integer NOT NULL, metadata jsonb NOT NULL, '
+        f"embedding vector({config.dimensions}) NOT NULL, lexical tsvector NOT NULL)",
+        f"CREATE INDEX ON {table}_chunks (doc_id)",
+        f"CREATE INDEX ON {table}_chunks USING gin (metadata jsonb_path_ops)",
+        f"CREATE INDEX ON {table}_chunks USING gin (lexical)",
+    ]
+    if config.kind == "hnsw":
+        assert config.hnsw is not None
+        over, _ = index_expression(config)
+        _, opclass = index_operator(config)
+        statements.append(
+            f"CREATE INDEX ON {table}_chunks USING hnsw ({over.replace('c.', '')} {opclass}) "
+            f"WITH (m = {int(config.hnsw.m)}, ef_construction = {int(config.hnsw.ef_construction)})"
+        )
+    return statements + field_indexes(table, config.metadata_indexes)
+
+
+def field_indexes(table: str, fields: dict[str, FieldType] | Sequence[str]) -> list[str]:
+    """B-tree indexes over a declared field's number and text value, the expressions the filters compare."""
+    statements = []
+    for field in fields:
+        value = field_value("metadata", field.split("."))
+        statements += [
+            f"CREATE INDEX ON {table}_chunks (vsearch_number({value}))",
+            f'CREATE INDEX ON {table}_chunks ((vsearch_text({value}) COLLATE "C"))',
+        ]
+    return statements
+
+
+class PgIndexStore:
+    def __init__(self, db: PgDatabase, table: str, config: IndexConfig) -> None:
+        """`table`: the prefix of this index's tables (the catalog's row for it says which)."""
+        self._db = db
+        self._table = table
+        self._documents = f"{table}_documents"
+        self._chunks = f"{table}_chunks"
+        self.config = config
+        self._text_config = TEXT_SEARCH_CONFIGS.get(config.lexical_tokenizer, "simple")
+
+    @contextmanager
+    def _transaction(self, snapshot: bool = False) -> Iterator[psycopg.Connection]:
+        try:
+            with self._db.transaction(snapshot) as conn:
+                yield conn
+        except psycopg.errors.UndefinedTable:  # the index was deleted while this store was lent out
+            raise IndexNotFound(self.config.name) from None
+
+    # --- writes ---------------------------------------------------------------------------------------------------
+
+    def upsert(self, documents: Sequence[DocumentRecord]) -> UpsertResult:
+        check_dimensions(documents, self.config.dimensions)
+        created: list[str] = []
+        updated: list[str] = []
+        now = time.time()
+        last = {doc.doc_id: doc for doc in documents}  # a batch naming a document twice keeps its last version
+        ordered = sorted(last.values(), key=lambda doc: doc.doc_id)  # rows locked in one order: no deadlocks
+        with self._transaction() as conn, conn.cursor() as cursor:
+            # The documents' rows first: they lock each document, so that two replicas writing the same one take
+            # turns, and the second replaces the first's chunks instead of adding to them.
+            cursor.executemany(
+                f"INSERT INTO {self._documents} AS d VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (doc_id) DO "
+                "UPDATE SET text = excluded.text, metadata = excluded.metadata, content_hash = excluded.content_hash, "
+                "chunk_count = excluded.chunk_count, updated_at = excluded.updated_at RETURNING (xmax = 0)",
+                [(doc.doc_id, doc.text, Jsonb(doc.metadata), doc.content_hash, len(doc.chunks), now, now)
+                 for doc in ordered],
+                returning=True,
+            )  # fmt: skip
+            for doc in ordered:
+                (inserted,) = cursor.fetchone() or (False,)
+                (created if inserted else updated).append(doc.doc_id)
+                cursor.nextset()
+            cursor.execute(f"DELETE FROM {self._chunks} WHERE doc_id = ANY(%s)", ([doc.doc_id for doc in ordered],))
+            cursor.executemany(
+                f'INSERT INTO {self._chunks} (doc_id, chunk_index, start, "end", metadata, embedding, lexical) '
+                f"VALUES (%s, %s, %s, %s, %s, %s, to_tsvector('{self._text_config}', %s))",
+                [(doc.doc_id, index, chunk.start, chunk.end, Jsonb(doc.metadata),
+                  np.ascontiguousarray(chunk.vector, dtype=np.float32), doc.text[chunk.start : chunk.end])
+                 for doc in ordered for index, chunk in enumerate(doc.chunks)],
+            )  # fmt: skip
+        order = {doc.doc_id: i for i, doc in enumerate(documents)}
+        return UpsertResult(sorted(created, key=order.get), sorted(updated, key=order.get))  # type: ignore[arg-type]
+
+    def delete(self, doc_ids: Sequence[str]) -> list[str]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"DELETE FROM {self._documents} WHERE doc_id = ANY(%s) RETURNING doc_id", (list(doc_ids),)
+            ).fetchall()
+        deleted = {row[0] for row in rows}
+        return [doc_id for doc_id in dict.fromkeys(doc_ids) if doc_id in deleted]
+
+    def delete_matching(self, where: MetadataFilter) -> list[str]:
+        sql, params = compile_pg_filter(where.spec, "d.metadata")
+        with self._transaction() as conn:
+            rows = conn.execute(f"DELETE FROM {self._documents} d WHERE {sql} RETURNING doc_id", params).fetchall()
+        return sorted(row[0] for row in rows)
+
+    def set_config(self, config: IndexConfig) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE vsearch_indexes SET config = %s WHERE name = %s",
+                (Jsonb(msgspec.to_builtins(config)), config.name),
+            )
+        self.config = config
+
+    def add_metadata_indexes(self, fields: dict[str, FieldType]) -> None:
+        new = {field: kind for field, kind in fields.items() if field not in self.config.metadata_indexes}
+        if not new:
+            return
+        config = check_config(msgspec.structs.replace(
+            self.config, metadata_indexes={**self.config.metadata_indexes, **new}))  # fmt: skip
+        with self._transaction() as conn:
+            for statement in field_indexes(self._table, new):
+                conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(
+                "UPDATE vsearch_indexes SET config = %s WHERE name = %s",
+                (Jsonb(msgspec.to_builtins(config)), config.name),
+            )
+        self.config = config
+
+    # --- reads ----------------------------------------------------------------------------------------------------
+
+    def content_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"SELECT doc_id, content_hash FROM {self._documents} WHERE doc_id = ANY(%s)", (list(doc_ids),)
+            ).fetchall()
+        return dict(rows)
+
+    def get(self, doc_id: str) -> StoredDocument:
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT doc_id, text, metadata, chunk_count, created_at, updated_at "
+                f"FROM {self._documents} WHERE doc_id = %s",
+                (doc_id,),
+            ).fetchone()
+        if row is None:
+            raise DocumentNotFound(doc_id)
+        return StoredDocument(*row)
+
+    def list(self, limit: int, after: str | None = None) -> tuple[list[StoredDocument], bool]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT doc_id, text, metadata, chunk_count, created_at, updated_at "
+                f"FROM {self._documents} WHERE doc_id > %s ORDER BY doc_id LIMIT %s",  # byte order: ids are "C"
+                (after or "", limit + 1),
+            ).fetchall()
+        return [StoredDocument(*row) for row in rows[:limit]], len(rows) > limit
+
+    def stats(self) -> IndexStats:
+        with self._transaction(snapshot=True) as conn:
+            documents, vectors, size = conn.execute(
+                f"SELECT (SELECT count(*) FROM {self._documents}), (SELECT count(*) FROM {self._chunks}), "
+                "pg_total_relation_size(%s) + pg_total_relation_size(%s)",
+                (self._documents, self._chunks),
+            ).fetchone()  # type: ignore[misc]
+        return IndexStats(documents, vectors, vectors, size)  # no FAISS: its count is the table's
+
+    def prefetch_lexical(self, request: SearchRequest, text: str) -> None:
+        return None  # the lexical list is one query in the search's own transaction
+
+    def search(
+        self, request: SearchRequest, vector: np.ndarray | None, text: str | None, prefetched: object | None = None
+    ) -> list[Hit]:
+        where = compile_pg_filter(request.filter.spec, "c.metadata") if request.filter is not None else None
+        with self._transaction(snapshot=True) as conn:
+            return ranked_search(_Snapshot(self, conn, where), request, vector, text)
+
+    def close(self, checkpoint: bool = True) -> None:
+        pass  # nothing held: the pool belongs to the catalog
+
+
+class _Snapshot:
+    """One search's transaction, as the shared search steps see it (searching.RankingSource)."""
+
+    def __init__(self, store: PgIndexStore, conn: psycopg.Connection, where: tuple[str, list] | None) -> None:
+        self.store = store
+        self.conn = conn
+        self.where = where
+        self.chunks = store._chunks
+
+    def _filter(self) -> tuple[str, list]:
+        return self.where if self.where is not None else ("TRUE", [])
+
+    def ranked_lists(
+        self, mode: Mode, depth: int, vector: np.ndarray | None, text: str | None
+    ) -> dict[str, RankedList]:
+        lists: dict[str, RankedList] = {}
+        if mode in ("dense", "hybrid"):
+            assert vector is not None
+            lists["dense"] = self.dense(np.asarray(vector, dtype=np.float32).reshape(-1), depth)
+        if mode in ("lexical", "hybrid"):
+            lists["lexical"] = self.lexical(text or "", depth)
+        return lists
+
+    def dense(self, query: np.ndarray, top_k: int) -> RankedList:
+        config = self.store.config
+        operator, _, score = METRICS[config.metric]
+        sql, params = self._filter()
+        distance = f"c.embedding {operator} %s"
+        if config.kind == "hnsw":
+            assert config.hnsw is not None
+            factor = RESCORE_FACTOR[config.quantization]
+            ef = min(MAX_EF_SEARCH, max(config.hnsw.ef_search, top_k * factor))
+            self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
+            if self.where is not None:  # keep walking the graph until top_k pass the filter (or its budget ends)
+                self.conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
+            over, query_expression = index_expression(config)
+            index_op, _ = index_operator(config)
+            rows = self.conn.execute(
+                f"SELECT id, distance FROM (SELECT c.id, {distance} AS distance FROM {self.chunks} c WHERE {sql} "
+                f"ORDER BY {over} {index_op} {query_expression} LIMIT {int(top_k * factor)}) candidates "
+                f"ORDER BY distance, id LIMIT {int(top_k)}",
+                [query, *params, query],
+            ).fetchall()
+            if len(rows) == top_k:
+                return self._ranked(rows, score)
+        # Exact: `+ 0` keeps the planner off the HNSW index (the order must come from every match).
+        rows = self.conn.execute(
+            f"SELECT id, distance FROM (SELECT c.id, ({distance}) + 0 AS distance FROM {self.chunks} c "
+            f"WHERE {sql}) matches ORDER BY distance, id LIMIT {int(top_k)}",
+            [query, *params],
+        ).fetchall()
+        return self._ranked(rows, score)
+
+    @staticmethod
+    def _ranked(rows: list[tuple], score: str) -> RankedList:
+        if not rows:
+            return EMPTY
+        distances = np.array([row[1] for row in rows], dtype=np.float64)
+        scores = {"1 - ({})": 1 - distances, "-({})": -distances}[score]
+        return scores, np.array([row[0] for row in rows], dtype=np.int64)
+
+    def lexical(self, text: str, top_k: int) -> RankedList:
+        """ts_rank over the chunks' tsvectors, any of the query's words matching (higher is better)."""
+        stopwords = ENGLISH_STOPWORDS if self.store.config.lexical_tokenizer == "porter" else frozenset()
+        words = query_words(text, stopwords)
+        if not words:
+            return EMPTY
+        sql, params = self._filter()
+        rows = self.conn.execute(
+            f"SELECT c.id, ts_rank(c.lexical, q) AS rank FROM {self.chunks} c, "
+            f"to_tsquery('{self.store._text_config}', %s) q WHERE c.lexical @@ q AND {sql} "
+            f"ORDER BY rank DESC, c.id LIMIT {int(top_k)}",
+            [" | ".join(words), *params],
+        ).fetchall()
+        if not rows:
+            return EMPTY
+        return np.array([r[1] for r in rows], dtype=np.float64), np.array([r[0] for r in rows], dtype=np.int64)
+
+    def documents_of(self, ids: Sequence[int]) -> dict[int, str]:
+        rows = self.conn.execute(f"SELECT id, doc_id FROM {self.chunks} WHERE id = ANY(%s)", (list(ids),))
+        return dict(rows.fetchall())
+
+    def stored_vectors(self, ids: np.ndarray) -> np.ndarray:
+        rows = dict(self.conn.execute(f"SELECT id, embedding FROM {self.chunks} WHERE id = ANY(%s)", (ids.tolist(),)))
+        return np.stack([rows[i].to_numpy().astype(np.float32) for i in ids.tolist()])  # pgvector Vectors
+
+    def hits(
+        self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]], others: Others, with_vectors: bool
+    ) -> list[Hit]:
+        if not len(ids):
+            return []
+        vector = "c.embedding" if with_vectors else "NULL"
+        rows = self.conn.execute(
+            f'SELECT c.id, c.doc_id, c.chunk_index, c.start, c."end", {vector}, d.text, d.metadata, d.chunk_count '
+            f"FROM {self.chunks} c JOIN {self.store._documents} d ON d.doc_id = c.doc_id WHERE c.id = ANY(%s)",
+            (wanted_rows(ids, others),),
+        ).fetchall()
+        by_id = {
+            row[0]: ChunkRow(
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                None if row[5] is None else row[5].to_numpy().astype("<f4"),
+                row[6],
+                row[7],
+                row[8],
+            )  # fmt: skip
+            for row in rows
+        }
+        return build_hits(scores, ids, by_id, ranks, others)
