@@ -70,15 +70,19 @@ def test_only_the_cli_starts_a_server():
             assert module == "service.cli", module
 
 
-def test_the_embedded_engine_keeps_the_storage_contract():
-    """Every method of indexes/contract.py's Protocols exists on the embedded engine with the same parameters."""
+def test_both_engines_keep_the_storage_contract():
+    """Every method of indexes/contract.py's Protocols exists on both engines with the same parameters."""
     import inspect
 
     from indexes.catalog import IndexCatalog
     from indexes.contract import CatalogContract, IndexStoreContract
+    from indexes.postgres.catalog import PgCatalog
+    from indexes.postgres.store import PgIndexStore
     from indexes.store import IndexStore
 
-    for contract, engine in ((IndexStoreContract, IndexStore), (CatalogContract, IndexCatalog)):
+    pairs = [(IndexStoreContract, IndexStore), (CatalogContract, IndexCatalog), (IndexStoreContract, PgIndexStore),
+             (CatalogContract, PgCatalog)]  # fmt: skip
+    for contract, engine in pairs:
         for name, member in vars(contract).items():
             if name.startswith("_") or not callable(member):
                 continue

@@ -14,9 +14,16 @@ import pytest
 
 from service.finetune.jobs import JobStore
 from service.finetune.records import FineTuningJob, Hyperparameters, Method
-from tests.conftest import start_server
+from tests.conftest import STORES, LiveServer, each_store, start_server
 from tests.test_embeddings_api import assert_error
 from tests.test_indexes_api import MODEL, add, new_index, query
+
+
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest) -> LiveServer:
+    """Files and jobs on the embedded store (SQLite and the data dir) and in PostgreSQL."""
+    return each_store(request)
+
 
 TOPICS = [
     ("how do volcanoes erupt", "Magma rises through the crust and pressure forces lava and ash out of the vent."),
