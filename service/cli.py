@@ -10,6 +10,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from indexes.errors import StorageUnavailable
 from service.config import ConfigError, load_settings
 from service.errors import ModelNotInstalled
 from service.logs import configure_logging
@@ -22,9 +23,8 @@ def _serve(args: argparse.Namespace) -> int:
     from service.app import create_app
 
     try:
-        settings = load_settings(
-            args.config, data_dir=args.data_dir, host=args.host, port=args.port, model_dirs=args.model_dir or None
-        )
+        settings = load_settings(args.config, data_dir=args.data_dir, host=args.host, port=args.port,
+                                 model_dirs=args.model_dir or None, database_url=args.database_url)  # fmt: skip
     except ConfigError as exc:
         print(f"vsearch: {exc}", file=sys.stderr)
         return 2
@@ -45,6 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, sqlite3.Error) as exc:
         print(f"vsearch: cannot use the data dir {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
+    except StorageUnavailable as exc:
+        print(f"vsearch: {exc.message}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)
     # On SIGTERM uvicorn stops accepting, lets requests in flight finish, then the app checkpoints its indexes.
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -53,6 +56,30 @@ def _serve(args: argparse.Namespace) -> int:
     # access_log off: the Edge logs each request once, with its id (uvicorn's own line would repeat it).
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=settings.shutdown_grace_s)  # fmt: skip
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """Create (or bring up to date) vsearch's tables in PostgreSQL, then exit; replicas also do it at start."""
+    from indexes.postgres.database import PgDatabase
+    from service.services import postgres_schema
+
+    try:
+        settings = load_settings(args.config, database_url=args.database_url)
+    except ConfigError as exc:
+        print(f"vsearch: {exc}", file=sys.stderr)
+        return 2
+    if settings.database_url is None:
+        print("vsearch: migrate needs --database-url (or VSEARCH_DATABASE_URL)", file=sys.stderr)
+        return 2
+    try:
+        database = PgDatabase(settings.database_url, pool_size=1)
+        database.migrate(postgres_schema())
+        database.close()
+    except StorageUnavailable as exc:
+        print(f"vsearch: {exc.message}", file=sys.stderr)
+        return 2
+    print("vsearch: the PostgreSQL schema is up to date", file=sys.stderr)
     return 0
 
 
@@ -163,9 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config", type=Path, default=None, help="TOML settings file (default ./vsearch.toml if present)"
     )
+    serve.add_argument(
+        "--database-url", default=None, help="postgresql:// URL: keep everything there (default: the data dir)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback address without API keys")
     serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="create vsearch's tables in PostgreSQL and exit")
+    migrate.add_argument("--database-url", default=None, help="postgresql:// URL (default VSEARCH_DATABASE_URL)")
+    migrate.add_argument("--config", type=Path, default=None, help="TOML settings file")
+    migrate.set_defaults(run=_migrate, log_level="warning")
 
     ingest = commands.add_parser("ingest", help="stream documents into an index (resumable)")
     ingest.add_argument(

@@ -7,17 +7,22 @@ from dataclasses import dataclass
 
 from indexes.catalog import IndexCatalog
 from indexes.contract import CatalogContract
+from indexes.postgres.catalog import SCHEMA as CATALOG_SCHEMA
 from indexes.postgres.catalog import PgCatalog
 from indexes.postgres.database import PgDatabase
 from indexes.store import StoreOptions
 from service.config import Settings
+from service.embeddings.cache import PG_SCHEMA as CACHE_SCHEMA
 from service.embeddings.cache import CachedEmbedder, EmbeddingCache, PgEmbeddingCache
 from service.embeddings.local import LocalEmbedder
 from service.embeddings.model_files import bundled_model_files, load_model_files
 from service.embeddings.registry import EmbedderRegistry
 from service.embeddings.remote import RemoteEmbedder, RemoteProvider
+from service.finetune.adapters import PG_SCHEMA as ADAPTERS_SCHEMA
 from service.finetune.adapters import AdapterFiles, AdapterStore, PgAdapters
+from service.finetune.files import PG_SCHEMA as FILES_SCHEMA
 from service.finetune.files import FileStore, PgFileStore
+from service.finetune.jobs import PG_SCHEMA as JOBS_SCHEMA
 from service.finetune.jobs import JobStore, PgJobStore
 from service.finetune.service import FineTuningService, SharedJobs
 from service.metrics import Gauges, Metrics
@@ -87,6 +92,12 @@ def build_registry(settings: Settings, cache: EmbeddingCache) -> tuple[EmbedderR
             remote = RemoteEmbedder(provider, model)
             registry.add(CachedEmbedder(remote, cache) if config.cache else remote)
     return registry, providers
+
+
+def postgres_schema() -> list[str]:
+    """Every table and function vsearch keeps in PostgreSQL (idempotent statements: `vsearch migrate` runs them;
+    each store also runs its own at start, under an advisory lock)."""
+    return [*CATALOG_SCHEMA, *FILES_SCHEMA, *JOBS_SCHEMA, *ADAPTERS_SCHEMA, *CACHE_SCHEMA]
 
 
 def build_services(settings: Settings) -> Services:

@@ -18,7 +18,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from tests.conftest import new_database
+from tests.conftest import new_database, start_server
 from tests.test_cli_and_models import free_port
 from tests.test_fine_tuning import TOPICS, jsonl, training_lines
 from tests.test_indexes_api import MODEL
@@ -190,3 +190,35 @@ def test_a_job_whose_replica_died_is_taken_over(replicas, database):
     assert messages.count("Fine-tuning job started") == 2 and messages.index("Fine-tuning job started") < restart
     assert other.http.post("/v1/embeddings", json={"model": job["fine_tuned_model"], "input": "x"}).status_code == 200
     assert job["trained_tokens"] > 0
+
+
+def test_migrate_is_idempotent_and_an_unreachable_database_is_a_clear_error(database):
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "service", "migrate", "--database-url", database],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    with psycopg.connect(database) as conn:
+        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'vsearch%'")}
+    assert {"vsearch_indexes", "vsearch_files", "vsearch_jobs", "vsearch_adapters", "vsearch_embedding_cache"} <= tables
+    refused = subprocess.run([sys.executable, "-m", "service", "migrate", "--database-url",
+                              f"postgresql://nobody@127.0.0.1:{free_port()}/none"],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert refused.returncode == 2 and "PostgreSQL is unreachable" in refused.stderr
+
+
+def test_connections_postgres_dropped_are_replaced_unseen(database, tmp_path: Path):
+    live = start_server(tmp_path / "data", database_url=database)
+    try:
+        with httpx.Client(base_url=live.url, timeout=60) as http:
+            assert http.post("/v1/indexes", json={"name": "x", "model": MODEL, "dimensions": 4}).status_code == 200
+            assert http.post("/v1/indexes/x/documents", json={"documents": [{"id": "a", "vector": [1, 0, 0, 0]}]}
+                             ).status_code == 200  # fmt: skip
+            with psycopg.connect(database, autocommit=True) as conn:  # every connection of the pool dies
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
+            statuses = [http.post("/v1/indexes/x/query", json={"vector": [1, 0, 0, 0]}).status_code for _ in range(12)]
+            assert set(statuses) == {200}, statuses  # the pool tests each connection it lends, and reconnects
+            failed = http.post("/v1/indexes/x/query", json={"vector": [1, 0, 0, 0]})
+            assert failed.status_code == 200 and failed.json()["data"][0]["id"] == "a"
+    finally:
+        live.stop()

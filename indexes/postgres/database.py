@@ -31,9 +31,12 @@ class PgDatabase:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.OperationalError as exc:
             raise StorageUnavailable(f"PostgreSQL is unreachable: {exc}") from None
+        # check: a connection is tested as it leaves the pool (one round trip), so that connections PostgreSQL
+        # dropped (a restart, a failover) are replaced instead of failing a request.
         self.pool = psycopg_pool.ConnectionPool(
-            url, kwargs=options, min_size=1, max_size=pool_size, configure=register_vector, open=True, timeout=30
-        )
+            url, kwargs=options, min_size=1, max_size=pool_size, configure=register_vector, open=True, timeout=30,
+            check=psycopg_pool.ConnectionPool.check_connection,
+        )  # fmt: skip
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:

@@ -127,6 +127,13 @@ class CachedEmbedder:
         self.inner.close()
 
 
+PG_SCHEMA = [
+    "CREATE UNLOGGED TABLE IF NOT EXISTS vsearch_embedding_cache (key bytea PRIMARY KEY, "
+    "vector bytea NOT NULL, used double precision NOT NULL)",  # unlogged: a cache, rebuilt by use
+    "CREATE INDEX IF NOT EXISTS vsearch_embedding_cache_used ON vsearch_embedding_cache (used)",
+]
+
+
 class PgEmbeddingCache(EmbeddingCache):
     """The same cache in PostgreSQL, shared by replicas (hits and misses are counted per replica)."""
 
@@ -136,11 +143,7 @@ class PgEmbeddingCache(EmbeddingCache):
         self.misses = 0
         self._lock = threading.Lock()
         self._pg = db
-        db.migrate([
-            "CREATE UNLOGGED TABLE IF NOT EXISTS vsearch_embedding_cache (key bytea PRIMARY KEY, "
-            "vector bytea NOT NULL, used double precision NOT NULL)",  # unlogged: a cache, rebuilt by use
-            "CREATE INDEX IF NOT EXISTS vsearch_embedding_cache_used ON vsearch_embedding_cache (used)",
-        ])  # fmt: skip
+        db.migrate(PG_SCHEMA)
         self._entries = self._count()
 
     def _count(self) -> int:

@@ -10,6 +10,8 @@ import numpy as np
 
 from indexes.postgres.database import PgDatabase
 
+PG_SCHEMA = ["CREATE TABLE IF NOT EXISTS vsearch_adapters (name text PRIMARY KEY, weights bytea NOT NULL)"]
+
 
 class AdapterStore(Protocol):
     def save(self, name: str, weights: np.ndarray) -> None: ...
@@ -35,7 +37,7 @@ class AdapterFiles:
 class PgAdapters:
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
-        db.migrate(["CREATE TABLE IF NOT EXISTS vsearch_adapters (name text PRIMARY KEY, weights bytea NOT NULL)"])
+        db.migrate(PG_SCHEMA)
 
     def save(self, name: str, weights: np.ndarray) -> None:
         out = io.BytesIO()

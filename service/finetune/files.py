@@ -118,6 +118,13 @@ class FileStore:
 
 
 PART_BYTES = 1 << 20  # a file's bytes are stored in PostgreSQL in parts of this size
+PG_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS vsearch_files (seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE, "
+    "id text PRIMARY KEY, filename text NOT NULL, purpose text NOT NULL, bytes bigint NOT NULL, "
+    "created_at bigint NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS vsearch_file_parts (file_id text REFERENCES vsearch_files ON DELETE CASCADE, "
+    "part integer NOT NULL, content bytea NOT NULL, PRIMARY KEY (file_id, part))",
+]
 
 
 class PgFileStore(FileStore):
@@ -130,13 +137,7 @@ class PgFileStore(FileStore):
         self.max_bytes = max_bytes
         spool.mkdir(parents=True, exist_ok=True)
         self._pg = db
-        db.migrate([
-            "CREATE TABLE IF NOT EXISTS vsearch_files (seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE, "
-            "id text PRIMARY KEY, filename text NOT NULL, purpose text NOT NULL, bytes bigint NOT NULL, "
-            "created_at bigint NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS vsearch_file_parts (file_id text REFERENCES vsearch_files ON DELETE CASCADE, "
-            "part integer NOT NULL, content bytea NOT NULL, PRIMARY KEY (file_id, part))",
-        ])  # fmt: skip
+        db.migrate(PG_SCHEMA)
 
     def commit(self, file_id: str, filename: str, purpose: str) -> FileRecord:
         partial = self.path(file_id).with_suffix(".partial")

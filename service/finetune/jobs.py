@@ -146,6 +146,22 @@ class JobStore:
         self._db.close()
 
 
+PG_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS vsearch_jobs (seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE, "
+    "id text PRIMARY KEY, created_at bigint NOT NULL, status text NOT NULL, body jsonb NOT NULL, "
+    "owner text, lease_until timestamptz)",
+    *(
+        f"CREATE TABLE IF NOT EXISTS vsearch_job_{table} (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "id text UNIQUE NOT NULL, job_id text NOT NULL REFERENCES vsearch_jobs ON DELETE CASCADE, "
+        "body jsonb NOT NULL)"
+        for table in ("events", "checkpoints")
+    ),
+    "CREATE INDEX IF NOT EXISTS vsearch_job_events_job ON vsearch_job_events (job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS vsearch_job_checkpoints_job ON vsearch_job_checkpoints (job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS vsearch_jobs_status ON vsearch_jobs (status)",
+]
+
+
 class ClaimedJob(msgspec.Struct, frozen=True):
     job: FineTuningJob
     taken_over: bool  # another replica had claimed it and stopped renewing its lease (it died)
@@ -158,17 +174,7 @@ class PgJobStore:
 
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
-        db.migrate([
-            "CREATE TABLE IF NOT EXISTS vsearch_jobs (seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE, "
-            "id text PRIMARY KEY, created_at bigint NOT NULL, status text NOT NULL, body jsonb NOT NULL, "
-            "owner text, lease_until timestamptz)",
-            *(f"CREATE TABLE IF NOT EXISTS vsearch_job_{table} (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-              "id text UNIQUE NOT NULL, job_id text NOT NULL REFERENCES vsearch_jobs ON DELETE CASCADE, "
-              "body jsonb NOT NULL)" for table in ("events", "checkpoints")),
-            "CREATE INDEX IF NOT EXISTS vsearch_job_events_job ON vsearch_job_events (job_id, seq)",
-            "CREATE INDEX IF NOT EXISTS vsearch_job_checkpoints_job ON vsearch_job_checkpoints (job_id, seq)",
-            "CREATE INDEX IF NOT EXISTS vsearch_jobs_status ON vsearch_jobs (status)",
-        ])  # fmt: skip
+        db.migrate(PG_SCHEMA)
 
     new_id = staticmethod(JobStore.new_id)
 
