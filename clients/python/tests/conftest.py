@@ -1,3 +1,3 @@
 """The client's tests run against a live vsearch server: the project's own test fixtures, reused."""
 
-from tests.conftest import data_dir, server, start_server  # noqa: F401  (fixtures, and the server factory)
+from tests.conftest import data_dir, embedded_server, server, start_server  # noqa: F401  (fixtures, server factory)
