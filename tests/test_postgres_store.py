@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from indexes.config import HnswConfig, IndexConfig
+from indexes.errors import StorageUnavailable
 from indexes.filters import compile_filter
 from indexes.postgres import store as pg_store
 from indexes.postgres.catalog import PgCatalog
 from indexes.postgres.database import PgDatabase
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
+from service.errors import ErrorKind, from_store_error
 from tests.conftest import new_database
 
 N = 3000
@@ -96,3 +98,18 @@ def test_two_writers_of_the_same_documents_take_turns(catalog):
             f"JOIN {store._chunks} c USING (doc_id) GROUP BY 1, 2"
         ).fetchall()
     assert len(rows) == 30 and all(count == chunk_count for _, chunk_count, count in rows)
+
+
+def test_a_statement_past_the_timeout_is_storage_unavailable(postgres: str):
+    database = PgDatabase(new_database(postgres), pool_size=1, statement_timeout_ms=100)
+    try:
+        with pytest.raises(StorageUnavailable, match="statement timeout"):
+            database.execute("SELECT pg_sleep(2)")
+        assert database.execute("SELECT 1") == [(1,)]  # the connection is still good
+    finally:
+        database.close()
+
+
+def test_storage_unavailable_is_a_503_in_openai_shape():
+    error = from_store_error(StorageUnavailable("PostgreSQL is unreachable: refused"))
+    assert error.kind == ErrorKind.UNAVAILABLE and error.code == "storage_unavailable"
