@@ -14,7 +14,7 @@ from indexes.store import StoreOptions
 from service.config import Settings
 from service.embeddings.cache import PG_SCHEMA as CACHE_SCHEMA
 from service.embeddings.cache import CachedEmbedder, EmbeddingCache, PgEmbeddingCache
-from service.embeddings.local import LocalEmbedder
+from service.embeddings.local import InferenceOptions, LocalEmbedder
 from service.embeddings.model_files import bundled_model_files, load_model_files
 from service.embeddings.registry import EmbedderRegistry
 from service.embeddings.remote import RemoteEmbedder, RemoteProvider
@@ -80,10 +80,11 @@ def build_registry(settings: Settings, cache: EmbeddingCache) -> tuple[EmbedderR
     registry = EmbedderRegistry()
     model_files = [bundled_model_files()] if settings.bundled_model else []
     model_files += [load_model_files(folder) for folder in settings.model_dirs]
+    inference = InferenceOptions(threads=settings.inference_threads, workers=settings.inference_workers,
+                                 spinning=settings.inference_spinning)  # fmt: skip
     for files in model_files:
         for precision in ("fp32", "int8") if settings.int8_models else ("fp32",):
-            registry.add(LocalEmbedder(files, settings.data_dir / "models", settings.inference_threads, precision,
-                                       settings.inference_workers))  # fmt: skip
+            registry.add(LocalEmbedder(files, settings.data_dir / "models", precision, inference))
     providers = []
     for config in settings.providers:
         provider = RemoteProvider(config)

@@ -87,3 +87,16 @@ def test_damaged_weights_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
     with pytest.raises(ModelNotInstalled, match="not the official all-MiniLM-L6-v2 weights"):
         model_files.bundled_model_files()
+
+
+def test_inference_without_spinning_gives_the_same_vectors(server, tmp_path: Path):
+    """inference_spinning only changes how idle onnxruntime threads wait, never a result."""
+    body = {"model": "all-MiniLM-L6-v2", "input": ["Hello world.", "A second, longer input text."]}
+    live = start_server(tmp_path / "data", inference_spinning=False, int8_models=False)
+    try:
+        quiet = httpx.post(f"{live.url}/v1/embeddings", json=body).json()["data"]
+    finally:
+        live.stop()
+    spinning = httpx.post(f"{server.url}/v1/embeddings", json=body).json()["data"]
+    for a, b in zip(quiet, spinning, strict=True):
+        assert a["embedding"] == pytest.approx(b["embedding"], abs=1e-6)
