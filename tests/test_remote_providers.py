@@ -165,10 +165,16 @@ def test_second_ingest_of_the_same_corpus_never_reaches_the_upstream(gateway):
     assert stats["hits"] >= 30 and stats["entries"] >= 30 and stats["misses"] >= 30
 
 
-def test_cache_evicts_least_recently_used(tmp_path: Path):
-    from service.embeddings.cache import EmbeddingCache
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_cache_evicts_least_recently_used(tmp_path: Path, store: str, request: pytest.FixtureRequest):
+    from indexes.postgres.database import PgDatabase
+    from service.embeddings.cache import EmbeddingCache, PgEmbeddingCache
+    from tests.conftest import new_database
 
-    cache = EmbeddingCache(tmp_path / "c.sqlite", max_entries=3)
+    if store == "postgres":
+        cache: EmbeddingCache = PgEmbeddingCache(PgDatabase(new_database(request.getfixturevalue("postgres"))), 3)
+    else:
+        cache = EmbeddingCache(tmp_path / "c.sqlite", max_entries=3)
     keys = [EmbeddingCache.key("m", None, str(i), False) for i in range(5)]
     for key in keys[:3]:
         cache.put_many({key: np.ones(2, "f4")})

@@ -81,6 +81,8 @@ def replicas(database: str, tmp_path: Path) -> Iterator[tuple[Replica, Replica]]
     yield started[0], started[1]
     for replica in started:
         replica.stop()
+    for i in range(2):  # everything lives in PostgreSQL: a replica's data dir holds the ONNX graphs (and spools)
+        assert {path.name for path in (tmp_path / f"replica{i}").iterdir()} <= {"models", "spool"}
 
 
 def wait_until(condition, what: str, timeout: float = 180) -> object:
