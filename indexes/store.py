@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,6 +98,39 @@ class StoreOptions(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_OPTIONS = StoreOptions()
 
 
+class FilterPlan(msgspec.Struct, frozen=True):
+    """How dense searches under one filter run, as plan_filter() chose: the estimated share of the index it
+    matches, and the chunk ids that pass (listed for the exact and selector paths)."""
+
+    path: FilterPath
+    share: float
+    ids: np.ndarray
+
+
+class PlanCache:
+    """The plans of the filters used last, each for the index version it was made at (a write makes them stale).
+    A filter used again before the next write skips its estimate and its listing, as Lucene caches filters' sets
+    of documents: at 1M, listing a 1% filter's 10,000 chunks took 34 ms of its 49."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._plans: OrderedDict[tuple, FilterPlan] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()  # searches run side by side
+
+    def get(self, key: tuple) -> FilterPlan | None:
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+            return plan
+
+    def put(self, key: tuple, plan: FilterPlan) -> None:
+        with self._lock:
+            self._plans[key] = plan
+            while len(self._plans) > self._size:
+                self._plans.popitem(last=False)
+
+
 def plan_filter(estimated: float, share: float, enumerable: bool, limits: PlannerLimits) -> FilterPath:
     """How to answer a filtered dense search. A few matches: score them exactly. Many, and SQLite can list them
     from a declared field's index: FAISS over them with an ID selector. Otherwise (a broad filter, or one SQLite
@@ -149,7 +183,8 @@ class IndexStore:
         self._merge_size = options.merge_size
         self._compact_ratio = options.compact_ratio
         self._closed = False  # set under the write lock: after it, every read and write is IndexNotFound
-        self._version = 0  # bumped by every committed write, under the write lock (see prefetch_lexical)
+        self._version = 0  # bumped by every committed write, under the write lock (prefetch_lexical, PlanCache)
+        self._plans = PlanCache()
         if config is not None:
             folder.mkdir(parents=True, exist_ok=False)
         self._db = Database(folder / DATABASE)  # synchronous=FULL: an acknowledged write survives power loss
@@ -555,6 +590,21 @@ class IndexStore:
         """The `top_k` nearest chunks that pass `where`; for a filter, by the path plan_filter() picks."""
         if where is None:
             return self._rescored(query, top_k, *self._vectors.search(query, top_k, self._search_threads))
+        key = (self._version, where.sql, where.params)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(where)
+            self._plans.put(key, plan)
+        if plan.path == "overfetch":
+            return self._overfetch(query, top_k, where, plan.share)
+        if not len(plan.ids):
+            return EMPTY
+        if plan.path == "exact":
+            return self._score_exactly(query, plan.ids.tolist(), top_k)
+        return self._rescored(query, top_k, *self._vectors.search(query, top_k, self._search_threads, plan.ids))
+
+    def _plan(self, where: MetadataFilter) -> FilterPlan:
+        """How to answer dense searches filtered by `where` (plan_filter()), with the candidates listed."""
         joined = f"FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where.sql}"
         total = self._vectors.live
         if total <= self._planner.exact_limit:  # nothing to estimate: the whole index is a small set
@@ -568,15 +618,12 @@ class IndexStore:
             limit = 4 * max(self._planner.exact_limit, int(share * total))
             candidates = self._candidates(joined, where, limit)
             if len(candidates) <= limit:
-                return self._score_exactly(query, candidates, top_k) if candidates else EMPTY
+                return FilterPlan("exact", share, np.array(candidates, dtype=np.int64))
             path = "selector" if enumerable else "overfetch"
             share = len(candidates) / max(total, 1)  # a lower bound, better than the estimate
         if path == "overfetch":
-            return self._overfetch(query, top_k, where, share)
-        allowed = np.array(self._candidates(joined, where, None), dtype=np.int64)
-        if not len(allowed):
-            return EMPTY
-        return self._rescored(query, top_k, *self._vectors.search(query, top_k, self._search_threads, allowed))
+            return FilterPlan("overfetch", share, np.empty(0, np.int64))
+        return FilterPlan("selector", share, np.array(self._candidates(joined, where, None), dtype=np.int64))
 
     def _candidates(self, joined: str, where: MetadataFilter, limit: int | None) -> list[int]:
         """The chunk ids that pass the filter (up to `limit` + 1), read by id only: no vector blob is touched."""

@@ -462,6 +462,31 @@ def test_an_estimate_far_below_the_truth_still_gives_the_exact_top_k(tmp_path: P
     store.close()
 
 
+@pytest.mark.parametrize("path", ["exact", "selector"])
+def test_a_cached_filter_plan_never_outlives_a_write(tmp_path: Path, monkeypatch, path: str):
+    """A filter used again reuses its plan (and its listed candidates) until the next write: a document added or
+    deleted since is found, or gone, at once."""
+    import indexes.store
+    from indexes.filters import compile_filter
+
+    monkeypatch.setattr(indexes.store, "plan_filter", lambda *args: path)
+    store = IndexStore(tmp_path / "p", IndexConfig(name="p", model=MODEL, dimensions=4,
+                                                   metadata_indexes={"cat": "integer"}))  # fmt: skip
+    rng = np.random.default_rng(5)
+    store.upsert([DocumentRecord(f"d{i}", "", {"cat": i % 2}, "h", [ChunkRecord(0, 0, rng.normal(size=4).astype("f4"))])
+                  for i in range(600)])  # fmt: skip
+    target = np.array([1.0, 2.0, 3.0, 4.0], dtype="f4")
+    request = SearchRequest(top_k=3, filter=compile_filter({"cat": 1}))
+    before = [hit.id for hit in store.search(request, target[None, :], None)]
+    assert [hit.id for hit in store.search(request, target[None, :], None)] == before  # from the cached plan
+    store.upsert([DocumentRecord("new", "", {"cat": 1}, "h", [ChunkRecord(0, 0, target)])])
+    assert [hit.id for hit in store.search(request, target[None, :], None)][0] == "new"
+    store.delete(["new", before[0]])
+    after = [hit.id for hit in store.search(request, target[None, :], None)]
+    assert "new" not in after and before[0] not in after and after[:2] == before[1:]
+    store.close()
+
+
 @pytest.mark.parametrize("quantization", ["sq8", "binary"])
 def test_quantized_search_rescoring_is_exact_within_its_candidates(tmp_path: Path, quantization: str):
     """A quantized index proposes candidates; their scores are the exact float32 ones from SQLite, and a vector
