@@ -48,11 +48,12 @@ from indexes.values import (
 
 # Text search configurations for the tokenizers the embedded store names after FTS5's (a fixed table: never input).
 TEXT_SEARCH_CONFIGS = {"porter": "english", "unicode61": "simple"}
-# metric -> (pgvector distance operator, operator class suffix, score from the distance)
+# metric -> (pgvector distance operator, operator class suffix, score offset): score = offset - distance, so
+# cosine similarity, the inner product (<#> is its negative) and minus the Euclidean distance, as the embedded store
 METRICS = {
-    "cosine": ("<=>", "cosine", "1 - ({})"),
-    "ip": ("<#>", "ip", "-({})"),  # <#> is the negative inner product
-    "l2": ("<->", "l2", "-({})"),
+    "cosine": ("<=>", "cosine", 1.0),
+    "ip": ("<#>", "ip", 0.0),
+    "l2": ("<->", "l2", 0.0),
 }
 RESCORE_FACTOR = {"none": 1, "sq8": 4, "binary": 20}  # candidates per result a quantized HNSW index gives
 MAX_EF_SEARCH = 1000  # pgvector's bound on hnsw.ef_search
@@ -290,7 +291,7 @@ class _Snapshot:
 
     def dense(self, query: np.ndarray, top_k: int) -> RankedList:
         config = self.store.config
-        operator, _, score = METRICS[config.metric]
+        operator, _, offset = METRICS[config.metric]
         sql, params = self._filter()
         distance = f"c.embedding {operator} %s"
         if config.kind == "hnsw" and not self._few_matches():
@@ -314,14 +315,14 @@ class _Snapshot:
             self.conn.execute("SELECT set_config('enable_seqscan', 'on', true), "
                               "set_config('enable_bitmapscan', 'on', true)")  # fmt: skip
             if len(rows) == top_k:
-                return self._ranked(rows, score)
+                return self._ranked(rows, offset)
         # Exact: `+ 0` keeps the planner off the HNSW index (the order must come from every match).
         rows = self.conn.execute(
             f"SELECT id, distance FROM (SELECT c.id, ({distance}) + 0 AS distance FROM {self.chunks} c "
             f"WHERE {sql}) matches ORDER BY distance, id LIMIT {int(top_k)}",
             [query, *params],
         ).fetchall()
-        return self._ranked(rows, score)
+        return self._ranked(rows, offset)
 
     def _few_matches(self) -> bool:
         if self.where is None:
@@ -335,12 +336,11 @@ class _Snapshot:
         return self._few
 
     @staticmethod
-    def _ranked(rows: list[tuple], score: str) -> RankedList:
+    def _ranked(rows: list[tuple], offset: float) -> RankedList:
         if not rows:
             return EMPTY
         distances = np.array([row[1] for row in rows], dtype=np.float64)
-        scores = {"1 - ({})": 1 - distances, "-({})": -distances}[score]
-        return scores, np.array([row[0] for row in rows], dtype=np.int64)
+        return offset - distances, np.array([row[0] for row in rows], dtype=np.int64)
 
     def lexical(self, text: str, top_k: int) -> RankedList:
         """ts_rank over the chunks' tsvectors, any of the query's words matching (higher is better)."""
