@@ -131,11 +131,11 @@ class FineTuningService:
         for job in self.jobs.succeeded():
             if not job.fine_tuned_model or job.fine_tuned_model in self.registry:
                 continue
-            weights = self.adapters.load(job.id)
-            if weights is None:
-                continue
             if job.model not in self.registry:  # (not get(): a miss would discover, which is this)
                 log.warning("fine-tuned model %s: base %s is not served; skipped", job.fine_tuned_model, job.model)
+                continue
+            weights = self.adapters.load(job.id)  # only for a model that will be served: discovery runs often
+            if weights is None:
                 continue
             base = self.registry.get(job.model)
             self.registry.add(AdapterEmbedder(job.fine_tuned_model, base, weights, job.finished_at or 0))
