@@ -18,18 +18,22 @@ def ranks_by_id(lists: dict[str, RankedList]) -> dict[int, dict[str, int]]:
     return ranks
 
 
-def fuse(lists: dict[str, RankedList], ranks: dict[int, dict[str, int]], fusion: Fusion) -> RankedList:
+def fuse(lists: dict[str, RankedList], fusion: Fusion) -> RankedList:
     """Every candidate of the lists, fused and best first (ties in first-seen order)."""
     if fusion.method == "rrf":
-        return reciprocal_rank_fusion(ranks, fusion)
+        return reciprocal_rank_fusion(lists, fusion)
     return convex_fusion(lists, fusion)
 
 
-def reciprocal_rank_fusion(ranks: dict[int, dict[str, int]], fusion: Fusion) -> RankedList:
-    """score(id) = sum over lists of weight / (k + rank)."""
+def reciprocal_rank_fusion(lists: dict[str, RankedList], fusion: Fusion) -> RankedList:
+    """score(id) = sum over the lists that hold it of weight / (k + rank)."""
     weight = {"dense": fusion.dense_weight, "lexical": fusion.lexical_weight}
-    fused = {i: sum(weight[name] / (fusion.k + rank) for name, rank in by_list.items()) for i, by_list in ranks.items()}
-    return _best_first(fused)
+    candidates = _candidates(lists)
+    fused = np.zeros(len(candidates))
+    for name, (_, ids) in lists.items():
+        contribution = weight[name] / (fusion.k + np.arange(1, len(ids) + 1, dtype=np.float64))
+        fused += _on_candidates(candidates, ids, contribution, 0.0)
+    return _best_first(fused, candidates)
 
 
 def normalized(scores: np.ndarray, method: Normalization) -> tuple[np.ndarray, float]:
@@ -52,20 +56,36 @@ def normalized(scores: np.ndarray, method: Normalization) -> tuple[np.ndarray, f
 def convex_fusion(lists: dict[str, RankedList], fusion: Fusion) -> RankedList:
     """alpha * dense + (1 - alpha) * lexical over normalised scores (see normalized())."""
     weight = {"dense": fusion.alpha, "lexical": 1.0 - fusion.alpha}
-    per_list = {}
+    candidates = _candidates(lists)
+    fused = np.zeros(len(candidates))
     for name, (scores, ids) in lists.items():
         values, floor = normalized(scores, fusion.normalization)
-        per_list[name] = (dict(zip((int(i) for i in ids), values.tolist(), strict=True)), floor)
-    candidates = dict.fromkeys(int(i) for _, ids in lists.values() for i in ids)
-    fused = {
-        i: sum(weight[name] * by_id.get(i, floor) for name, (by_id, floor) in per_list.items()) for i in candidates
-    }
-    return _best_first(fused)
+        fused += weight[name] * _on_candidates(candidates, ids, values, floor)
+    return _best_first(fused, candidates)
 
 
-def _best_first(fused: dict[int, float]) -> RankedList:
-    best = sorted(fused, key=lambda i: -fused[i])
-    return np.array([fused[i] for i in best], dtype=np.float64), np.array(best, dtype=np.int64)
+def _candidates(lists: dict[str, RankedList]) -> np.ndarray:
+    """The ids of all lists, each once, in first-seen order (numpy: a hybrid query fuses ~200 of them)."""
+    every = np.concatenate([np.asarray(ids, dtype=np.int64) for _, ids in lists.values()])
+    _, first = np.unique(every, return_index=True)
+    return every[np.sort(first)]
+
+
+def _on_candidates(candidates: np.ndarray, ids: np.ndarray, values: np.ndarray, missing: float) -> np.ndarray:
+    """`values` (one per id of `ids`) for each candidate; `missing` for a candidate that is not in `ids`."""
+    out = np.full(len(candidates), missing, dtype=np.float64)
+    if len(ids):
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = np.asarray(ids, dtype=np.int64)[order]
+        at = np.minimum(np.searchsorted(sorted_ids, candidates), len(ids) - 1)
+        found = sorted_ids[at] == candidates
+        out[found] = np.asarray(values, dtype=np.float64)[order][at[found]]
+    return out
+
+
+def _best_first(fused: np.ndarray, candidates: np.ndarray) -> RankedList:
+    order = np.argsort(-fused, kind="stable")  # stable: ties keep first-seen order
+    return fused[order], candidates[order]
 
 
 def maximal_marginal_relevance(relevance: np.ndarray, vectors: np.ndarray, lam: float, top_k: int) -> list[int]:

@@ -73,7 +73,7 @@ def ranked_search(
     while True:
         lists = source.ranked_lists(request.mode, depth, vector, text)
         ranks = ranks_by_id(lists)
-        scores, ids = fuse(lists, ranks, request.fusion) if request.mode == "hybrid" else lists[request.mode]
+        scores, ids = fuse(lists, request.fusion) if request.mode == "hybrid" else lists[request.mode]
         if request.min_score is not None:
             keep = scores >= request.min_score
             scores, ids = scores[keep], ids[keep]

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from indexes.ranking import convex_fusion, maximal_marginal_relevance, ranks_by_id, reciprocal_rank_fusion
+from indexes.ranking import (
+    convex_fusion,
+    maximal_marginal_relevance,
+    normalized,
+    ranks_by_id,
+    reciprocal_rank_fusion,
+)
 from indexes.values import Fusion
 from tests.conftest import STORES, LiveServer, each_store
 from tests.test_indexes_api import add, new_index, query
@@ -31,7 +39,7 @@ def test_convex_fusion_keeps_a_dense_hit_that_is_far_ahead():
     candidates = lists({1: 0.90, 2: 0.21, 3: 0.20, 4: 0.19}, {2: 10.0, 1: 9.9, 3: 1.0, 4: 0.5})
     _, fused = convex_fusion(candidates, Fusion(method="convex", alpha=0.5))
     assert fused[0] == 1
-    rrf_scores, _ = reciprocal_rank_fusion(ranks_by_id(candidates), Fusion(method="rrf"))
+    rrf_scores, _ = reciprocal_rank_fusion(candidates, Fusion(method="rrf"))
     assert rrf_scores[0] == pytest.approx(rrf_scores[1])  # RRF: a tie between 1 and 2
 
 
@@ -51,6 +59,38 @@ def test_a_candidate_missing_from_a_list_scores_that_lists_lowest():
     lone = lists({1: 0.9, 2: 0.8, 3: 0.7}, {3: 4.2})  # a lexical list of one hit: it is that list's best
     _, ids = convex_fusion(lone, Fusion(method="convex", alpha=0.4))
     assert ids[0] == 3
+
+
+def plain_fusion(lists: dict, fusion: Fusion) -> list[tuple[int, float]]:
+    """Each fusion as its definition reads, one candidate at a time: the oracle for the vectorised ones."""
+    ranks = ranks_by_id(lists)
+    if fusion.method == "rrf":
+        weight = {"dense": fusion.dense_weight, "lexical": fusion.lexical_weight}
+        fused = {i: sum(weight[name] / (fusion.k + rank) for name, rank in by.items()) for i, by in ranks.items()}
+    else:
+        weight = {"dense": fusion.alpha, "lexical": 1.0 - fusion.alpha}
+        fused = dict.fromkeys(ranks, 0.0)
+        for name, (scores, ids) in lists.items():
+            values, floor = normalized(scores, fusion.normalization)
+            by_id = dict(zip(ids.tolist(), values.tolist(), strict=True))
+            for i in fused:
+                fused[i] += weight[name] * by_id.get(i, floor)
+    return sorted(fused.items(), key=lambda item: -item[1])  # stable: ties in first-seen order
+
+
+ranked_scores = st.dictionaries(st.integers(0, 40), st.floats(-5, 5, allow_nan=False), max_size=25)
+
+
+@given(ranked_scores, ranked_scores, st.sampled_from(["rrf", "convex"]), st.sampled_from(["minmax", "zscore"]),
+       st.floats(0, 1))  # fmt: skip
+def test_fusion_equals_its_definition(dense: dict, lexical: dict, method: str, normalization: str, alpha: float):
+    candidates = lists(dense, lexical)
+    fusion = Fusion(method=method, alpha=alpha, normalization=normalization)
+    function = reciprocal_rank_fusion if method == "rrf" else convex_fusion
+    scores, ids = function(candidates, fusion)
+    expected = plain_fusion(candidates, fusion)
+    assert ids.tolist() == [i for i, _ in expected]
+    assert scores.tolist() == pytest.approx([score for _, score in expected])
 
 
 def test_mmr_with_lambda_one_is_relevance_order():
