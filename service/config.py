@@ -33,8 +33,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     # FAISS's OpenMP threads for one search (0: every core). Measured at 100k x 384 flat over HTTP on 2 cores:
     # text queries p50 16.4 ms with 1 thread, 39.0 ms with OpenMP's default (its threads spin against inference).
     faiss_threads: Annotated[int, Meta(ge=0)] = 1
-    # Whether onnxruntime's idle threads spin waiting for work (InferenceOptions in service/embeddings/local.py):
-    # on, the lowest single-query latency; off, the cores are left to hybrid's lexical search and other requests.
+    # Whether onnxruntime's threads spin waiting for work while a model runs (InferenceOptions in
+    # service/embeddings/local.py): on, the lowest single-query latency; off, the cores are left to hybrid's lexical
+    # search and other requests. Between runs they never spin.
     inference_spinning: bool = True
     # Sessions of each local model that run batches side by side (each with its share of the threads).
     inference_workers: Annotated[int, Meta(ge=1, le=64)] = 1

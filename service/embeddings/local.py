@@ -75,10 +75,11 @@ class InferenceOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     threads: int = 0  # intra-op threads shared by the workers (0: every core this process may use)
     workers: int = 1  # sessions running batches side by side
-    # Whether onnxruntime's idle threads spin waiting for work. On by default: it gives the lowest latency to one
-    # query (/v1/embeddings p50 2.9 vs 4.0 ms; SciFact dense 6.2 vs 7.5 ms, 2 cores, one client). Off, the cores
-    # are left to whatever runs beside inference: hybrid's lexical search (8.6 vs 9.3 ms) and other requests
-    # (8 clients: dense 201 vs 194 q/s, hybrid 148 vs 126).
+    # Whether onnxruntime's threads spin waiting for work during a run; they stop when it returns (spinning on
+    # between runs took the core hybrid's lexical search runs on: hybrid 1.45-1.56x dense, now 1.34-1.38x). On by
+    # default: it gives the lowest latency to one query (/v1/embeddings p50 3.1 vs 4.2 ms; SciFact dense 6.8 vs
+    # 7.8 ms, 2 cores, one client). Off, the cores are left to whatever runs beside inference: hybrid's lexical
+    # search (8.9 vs 9.2 ms) and other requests (8 clients: dense 191 vs 180 q/s, hybrid 140 vs 117).
     spinning: bool = True
 
 
@@ -129,7 +130,9 @@ class LocalEmbedder:
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 options.intra_op_num_threads = self._threads
                 options.inter_op_num_threads = 1
-                if not self._spinning:  # idle threads sleep instead of spinning on the cores (InferenceOptions)
+                if self._spinning:  # ... during a run only: the cores are free for other work between runs
+                    options.add_session_config_entry("session.force_spinning_stop", "1")
+                else:  # idle threads sleep instead of spinning on the cores (InferenceOptions)
                     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 session = ort.InferenceSession(str(self._graph()), options, providers=["CPUExecutionProvider"])
                 self._sessions[worker] = session
