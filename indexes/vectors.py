@@ -12,9 +12,6 @@ restart serves from the checkpoint with what is newer in `fresh`, searched exact
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import os
 import struct
 import zlib
@@ -25,6 +22,7 @@ import faiss
 import numpy as np
 
 from indexes.config import IndexConfig
+from indexes.memory import release_free_memory
 
 _MAGIC = b"VSFAISS2"
 _HEADER = struct.Struct("<8sqIq")  # magic, sequence it reflects, crc32 of the payload, payload length
@@ -38,23 +36,6 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     """Each row scaled to unit length, as float32 (a zero row stays zero)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     return (vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the OS. glibc keeps what a merge's temporaries (and FAISS's grown
-    arrays) freed, so RSS would stay at the merge's peak: an in-process ingest of 200k sq8 HNSW vectors held
-    550 MB, and 503 MB once trimmed. A no-op without glibc."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 class VectorIndex:
@@ -98,7 +79,7 @@ class VectorIndex:
             base = faiss.IndexBinaryHNSW(d, hnsw.m) if hnsw else faiss.IndexBinaryFlat(d)
             if hnsw:
                 base.hnsw.efConstruction = hnsw.ef_construction
-            return faiss.IndexBinaryIDMap2(base)
+            return faiss.IndexBinaryIDMap(base)
         if quantization == "sq8":  # one byte per dimension, per-dimension ranges learnt from the first merge
             sq8 = faiss.ScalarQuantizer.QT_8bit
             base = faiss.IndexHNSWSQ(d, sq8, hnsw.m, metric) if hnsw else faiss.IndexScalarQuantizer(d, sq8, metric)
@@ -106,7 +87,7 @@ class VectorIndex:
             base = faiss.IndexHNSWFlat(d, hnsw.m, metric) if hnsw else faiss.IndexFlat(d, metric)
         if hnsw:
             base.hnsw.efConstruction = hnsw.ef_construction
-        return faiss.IndexIDMap2(base)
+        return faiss.IndexIDMap(base)  # not IDMap2: its reverse map of every id is 41 MiB at 1M, never read
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
         """float32, C-contiguous, and unit length for cosine (so inner product is the cosine)."""

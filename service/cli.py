@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from indexes.errors import StorageUnavailable
+from indexes.memory import map_large_allocations
 from service.config import ConfigError, load_settings
 from service.errors import ModelNotInstalled
 from service.logs import configure_logging
@@ -37,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     _raise_open_files_limit()  # before anything is opened
+    map_large_allocations()  # before anything large is allocated
     try:
         app = create_app(settings)
     except ModelNotInstalled as exc:

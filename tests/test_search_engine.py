@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import faiss
 import httpx
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from hypothesis import strategies as st
 
 from indexes.catalog import IndexCatalog
 from indexes.config import IndexConfig
+from indexes.memory import LARGE_ALLOCATION, map_large_allocations, release_free_memory
 from indexes.store import IndexStore, PlannerLimits, StoreOptions, plan_filter
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
+from indexes.vectors import VectorIndex
 from tests.conftest import STORES, LiveServer, each_store, start_server
 from tests.test_indexes_api import MODEL, add, new_index, query
 
@@ -315,6 +318,35 @@ def test_crash_without_checkpoint_is_caught_up_from_sqlite(tmp_path: Path, kind:
     restarted.close()
 
 
+@pytest.mark.parametrize("quantization", ["none", "binary"])
+def test_a_checkpoint_with_the_older_id_map_still_loads(tmp_path: Path, quantization: str):
+    """`main` was once an IDMap2 (it also keeps a map from id to position: 41 MiB at 1M, never read); checkpoints
+    written then load and search as before."""
+    config = IndexConfig(name="old", model=MODEL, dimensions=8, quantization=quantization)
+    binary = quantization == "binary"
+    old_main = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(8)) if binary else faiss.IndexIDMap2(faiss.IndexFlatIP(8))
+    vectors = VectorIndex(config, main=old_main, merge_size=10)
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(30, 8)).astype("f4")
+    vectors.add(np.arange(30), data)
+    vectors.merge()
+    vectors.add(np.arange(30, 35), rng.normal(size=(5, 8)).astype("f4"))
+    vectors.remove(np.array([3]))
+    expected = vectors.search(data[:1], 10)
+    vectors.save(tmp_path / "vectors.faiss", seq=7)
+    loaded, seq = VectorIndex.load(tmp_path / "vectors.faiss", config) or (None, None)
+    assert seq == 7 and loaded is not None
+    got = loaded.search(data[:1], 10)
+    assert got[1].tolist() == expected[1].tolist() and 3 not in got[1].tolist()
+    assert np.allclose(got[0], expected[0])
+
+
+def test_large_allocations_get_their_own_mappings():
+    """glibc (Debian's, as in CI and the Docker image) takes the threshold the server sets at start."""
+    assert map_large_allocations(LARGE_ALLOCATION)
+    release_free_memory()  # and trimming is there to call after merges
+
+
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_deletions_compact(tmp_path: Path, kind: str):
     """Deleted vectors stay in FAISS as tombstones until they are half of it; then it is rebuilt without them."""
@@ -428,8 +460,6 @@ def test_filtered_top_k_is_exact_on_every_path(tmp_path: Path, monkeypatch, kind
 def test_the_id_selector_admits_exactly_the_allowed_ids():
     """FAISS's IDSelectorBitmap takes the bitmap's size in bytes; given the number of bits it reads past the
     array for ids beyond the last allowed one (found at 1M: 3 wrong hits in 1,000)."""
-    from indexes.vectors import VectorIndex
-
     allowed = np.array([3, 17, 64, 1000], dtype=np.int64)
     selector, bitmap = VectorIndex._selector(allowed)
     assert selector.n == len(bitmap) == 1000 // 8 + 1
