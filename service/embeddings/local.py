@@ -130,7 +130,7 @@ class LocalEmbedder:
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 options.intra_op_num_threads = self._threads
                 options.inter_op_num_threads = 1
-                if self._spinning:  # ... during a run only: the cores are free for other work between runs
+                if self._spinning:  # while a run lasts, never after it: between runs the cores are free for other work
                     options.add_session_config_entry("session.force_spinning_stop", "1")
                 else:  # idle threads sleep instead of spinning on the cores (InferenceOptions)
                     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
