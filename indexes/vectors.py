@@ -56,6 +56,7 @@ class VectorIndex:
         self.tombstones: set[int] = tombstones or set()  # ids deleted from `main`
         self._fresh_ids: set[int] = set(int(i) for i in faiss.vector_to_array(self.fresh.id_map))
         self._main_ids = faiss.vector_to_array(self.main.id_map)  # a copy: `main` changes only by merge
+        self._live: _LiveSelector | None = None
 
     @property
     def _metric(self) -> int:
@@ -185,7 +186,7 @@ class VectorIndex:
         if threads > 0:
             faiss.omp_set_num_threads(threads)
         query = self.prepare(query)
-        keep: list[faiss.IDSelector] = []  # the SWIG selectors must outlive the search: params.sel alone does not
+        keep: list[object] = []  # the SWIG selectors must outlive the search: params.sel alone does not
         only, bitmap = self._selector(allowed)
         keep += [only, bitmap]
         lists = []
@@ -193,10 +194,10 @@ class VectorIndex:
             lists.append(self._search_one(self.fresh, query, k, only, graph=False))
         if self.main.ntotal:
             main_only = only
-            if self.tombstones:
-                dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
-                main_only = faiss.IDSelectorNot(dead)
-                keep += [dead, main_only]
+            live = self._live_selector()
+            if live is not None:
+                main_only = live.selector
+                keep.append(live)
                 if only is not None:
                     main_only = faiss.IDSelectorAnd(only, main_only)
                     keep.append(main_only)
@@ -216,6 +217,18 @@ class VectorIndex:
         scores, ids = np.concatenate([s for s, _ in lists]), np.concatenate([i for _, i in lists])
         best = np.argsort(-scores, kind="stable")
         return scores[best], ids[best]
+
+    def _live_selector(self) -> _LiveSelector | None:
+        """main's ids less the tombstones, as an ID selector; cached, since building it per search cost 0.6 ms with
+        5,000 tombstones at 1M. Tombstones only grow (compaction makes a new VectorIndex), so their count tells
+        whether the cached one is current."""
+        count = len(self.tombstones)
+        if not count:
+            return None
+        live = self._live
+        if live is None or live.tombstones != count:
+            live = self._live = _LiveSelector(count, np.fromiter(self.tombstones, dtype=np.int64, count=count))
+        return live
 
     @staticmethod
     def _selector(allowed: np.ndarray | None) -> tuple[faiss.IDSelector | None, np.ndarray | None]:
@@ -307,6 +320,15 @@ class VectorIndex:
         if main.d != config.dimensions or fresh.d != config.dimensions:
             return None
         return cls(config, main, fresh, set(tombstones.tolist()), merge_size), seq
+
+
+class _LiveSelector:
+    """Every id but `dead`'s, for FAISS; it holds the SWIG objects the selector points to, so they live as long."""
+
+    def __init__(self, tombstones: int, dead: np.ndarray) -> None:
+        self.tombstones = tombstones
+        self._dead = faiss.IDSelectorBatch(dead)
+        self.selector = faiss.IDSelectorNot(self._dead)
 
 
 class _CheckedReader:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from indexes.catalog import IndexCatalog
-from indexes.config import IndexConfig
+from indexes.config import HnswConfig, IndexConfig
 from indexes.memory import LARGE_ALLOCATION, map_large_allocations, release_free_memory
 from indexes.store import IndexStore, PlannerLimits, StoreOptions, plan_filter
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
@@ -339,6 +339,22 @@ def test_a_checkpoint_with_the_older_id_map_still_loads(tmp_path: Path, quantiza
     got = loaded.search(data[:1], 10)
     assert got[1].tolist() == expected[1].tolist() and 3 not in got[1].tolist()
     assert np.allclose(got[0], expected[0])
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_each_deletion_is_excluded_from_the_next_search(kind: str):
+    """The tombstones' selector is cached between searches: a deletion after a search must still take effect."""
+    hnsw = HnswConfig() if kind == "hnsw" else None
+    vectors = VectorIndex(IndexConfig(name="t", model=MODEL, dimensions=8, kind=kind, hnsw=hnsw), merge_size=10)
+    data = np.random.default_rng(6).normal(size=(40, 8)).astype("f4")
+    vectors.add(np.arange(40), data)
+    vectors.merge()
+    for gone in ([0], [1, 2], [5]):
+        best = vectors.search(data[gone[0] : gone[0] + 1], 40)[1].tolist()
+        assert gone[0] in best  # still there, then deleted
+        vectors.remove(np.array(gone))
+        after = vectors.search(data[gone[0] : gone[0] + 1], 40)[1].tolist()
+        assert not set(gone) & set(after) and len(after) == len(set(after)) == 40 - len(vectors.tombstones)
 
 
 def test_large_allocations_get_their_own_mappings():
