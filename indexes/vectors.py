@@ -28,8 +28,9 @@ _MAGIC = b"VSFAISS2"
 _HEADER = struct.Struct("<8sqIq")  # magic, sequence it reflects, crc32 of the payload, payload length
 MERGE_SIZE = 10_000  # fresh vectors that trigger a merge: large enough for HNSW's batch speed and for training
 # Quantized indexes keep only approximate vectors: they propose this many times top_k candidates, which the store
-# rescores exactly from SQLite's float32 vectors.
-RESCORE_FACTOR = {"none": 1, "sq8": 4, "binary": 20}
+# rescores exactly from SQLite's float32 vectors (a page read each when they are not cached). sq8, 1M x 384-d HNSW
+# at ef_search 256, 200 queries: recall@10 0.976 with 4x, 3x or 2x, 0.955 with 1x.
+RESCORE_FACTOR = {"none": 1, "sq8": 2, "binary": 20}
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
