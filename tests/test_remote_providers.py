@@ -176,13 +176,16 @@ def test_cache_evicts_least_recently_used(tmp_path: Path, store: str, request: p
     else:
         cache = EmbeddingCache(tmp_path / "c.sqlite", max_entries=3)
     keys = [EmbeddingCache.key("m", None, str(i), False) for i in range(5)]
-    for key in keys[:3]:
-        cache.put_many({key: np.ones(2, "f4")})
-        time.sleep(0.01)
-    cache.get_many([keys[0]])  # used again: now the newest
-    cache.put_many({keys[3]: np.ones(2, "f4"), keys[4]: np.ones(2, "f4")})
-    assert set(cache.get_many(keys)) == {keys[0], keys[3], keys[4]}
-    assert cache.stats().entries == 3
+    try:
+        for key in keys[:3]:
+            cache.put_many({key: np.ones(2, "f4")})
+            time.sleep(0.01)
+        cache.get_many([keys[0]])  # used again: now the newest
+        cache.put_many({keys[3]: np.ones(2, "f4"), keys[4]: np.ones(2, "f4")})
+        assert set(cache.get_many(keys)) == {keys[0], keys[3], keys[4]}
+        assert cache.stats().entries == 3
+    finally:
+        cache.close()  # PostgreSQL's: its connection pool
 
 
 # --- faults -------------------------------------------------------------------------------------------------------
