@@ -171,8 +171,9 @@ def test_cache_evicts_least_recently_used(tmp_path: Path, store: str, request: p
     from service.embeddings.cache import EmbeddingCache, PgEmbeddingCache
     from tests.conftest import new_database
 
-    if store == "postgres":
-        cache: EmbeddingCache = PgEmbeddingCache(PgDatabase(new_database(request.getfixturevalue("postgres"))), 3)
+    database = PgDatabase(new_database(request.getfixturevalue("postgres"))) if store == "postgres" else None
+    if database is not None:
+        cache: EmbeddingCache = PgEmbeddingCache(database, 3)
     else:
         cache = EmbeddingCache(tmp_path / "c.sqlite", max_entries=3)
     keys = [EmbeddingCache.key("m", None, str(i), False) for i in range(5)]
@@ -185,7 +186,9 @@ def test_cache_evicts_least_recently_used(tmp_path: Path, store: str, request: p
         assert set(cache.get_many(keys)) == {keys[0], keys[3], keys[4]}
         assert cache.stats().entries == 3
     finally:
-        cache.close()  # PostgreSQL's: its connection pool
+        cache.close()
+        if database is not None:
+            database.close()  # the cache leaves its database to whoever made it
 
 
 # --- faults -------------------------------------------------------------------------------------------------------
