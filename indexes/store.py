@@ -196,6 +196,8 @@ class IndexStore:
         self._last_checkpoint = time.monotonic()
         if self._vectors.merge_due():  # much was written after the checkpoint: serve now, merge in the background
             self._in_background(self._merge, "merge")
+        if self._vectors.main.ntotal:
+            self._in_background(self._settle_main, "huge pages")
 
     # --- SQLite plumbing ------------------------------------------------------------------------------------------
 
@@ -321,8 +323,10 @@ class IndexStore:
         """Move FAISS's `fresh` vectors into `main`; not while a checkpoint is writing `main` (the next write
         merges instead)."""
         with self._lock.write():
-            if not self._closed and not self._saving.is_set():
-                self._vectors.merge(self._build_threads)
+            if self._closed or self._saving.is_set():
+                return
+            self._vectors.merge(self._build_threads)
+        self._settle_main()
 
     def checkpoint(self) -> None:
         """Write FAISS to disk with the sequence it reflects, then forget the deletions it includes. Writers and
@@ -343,6 +347,21 @@ class IndexStore:
             self._db.execute("DELETE FROM deleted_chunks WHERE seq <= ?", (seq,))
             self._checkpoint_seq = seq
             self._last_checkpoint = time.monotonic()
+
+    def _settle_main(self) -> None:
+        """Back FAISS's `main` with huge pages (VectorIndex.back_with_huge_pages), holding merges back meanwhile as
+        a checkpoint does; searches go on. After whatever (re)built `main`: the open, each merge (what it grew was
+        allocated anew), a compaction. Memory already on huge pages costs nothing more."""
+        with self._checkpoint_lock:
+            with self._lock.read():
+                if self._closed:
+                    return
+                vectors = self._vectors
+                self._saving.set()
+            try:
+                vectors.back_with_huge_pages()
+            finally:
+                self._saving.clear()
 
     def _maybe_checkpoint(self) -> None:
         # Writing FAISS costs time in proportion to its size, so not after every batch, and in the background:
@@ -377,6 +396,7 @@ class IndexStore:
             self._vectors = self._rebuild()
             self._checkpoint_seq = -1
         self.checkpoint()
+        self._in_background(self._settle_main, "huge pages")
 
     # --- writes ---------------------------------------------------------------------------------------------------
 
@@ -441,8 +461,11 @@ class IndexStore:
             self._vectors.remove(np.array(removed, dtype=np.int64))
             if new_ids:
                 self._vectors.add(np.array(new_ids, dtype=np.int64), np.stack(new_vectors))
-            if self._vectors.merge_due() and not self._saving.is_set():
+            merged = self._vectors.merge_due() and not self._saving.is_set()
+            if merged:
                 self._vectors.merge(self._build_threads)
+        if merged:
+            self._in_background(self._settle_main, "huge pages")
         self._maybe_compact()
         self._maybe_checkpoint()
         return UpsertResult(created, updated)

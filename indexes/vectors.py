@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from indexes.config import IndexConfig
-from indexes.memory import release_free_memory
+from indexes.memory import back_with_huge_pages, release_free_memory
 
 _MAGIC = b"VSFAISS2"
 _HEADER = struct.Struct("<8sqIq")  # magic, sequence it reflects, crc32 of the payload, payload length
@@ -247,10 +247,26 @@ class VectorIndex:
         return faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)), bitmap
 
     def _main_storage(self) -> faiss.Index:
-        """The flat (or quantized flat) index under `main`'s HNSW graph, by position."""
+        """The flat (or quantized flat) index under `main`'s HNSW graph, by position; `main`'s own, if flat."""
+        if self.config.kind != "hnsw":
+            return (faiss.downcast_IndexBinary if self._binary else faiss.downcast_index)(self.main.index)
         if self._binary:
             return faiss.downcast_IndexBinary(faiss.downcast_IndexBinary(self.main.index).storage)
         return faiss.downcast_index(faiss.downcast_index(self.main.index).storage)
+
+    def back_with_huge_pages(self) -> int:
+        """Map `main`'s arrays with huge pages (memory.back_with_huge_pages): the bytes that took it. Not while a
+        merge may grow them (the store calls it while `main` is held still, as for a checkpoint)."""
+        return sum(size for address, size in self._main_arrays() if back_with_huge_pages(address, size))
+
+    def _main_arrays(self) -> list[tuple[int, int]]:
+        """(address, bytes) of the arrays a search of `main` reads: its codes and, for HNSW, the graph's links."""
+        storage = self._main_storage()
+        arrays = [(storage.xb if self._binary else storage.codes, 1)]
+        if self.config.kind == "hnsw":
+            hnsw = (faiss.downcast_IndexBinary if self._binary else faiss.downcast_index)(self.main.index).hnsw
+            arrays += [(hnsw.neighbors, 4), (hnsw.offsets, 8), (hnsw.levels, 4)]
+        return [(int(array.data()), array.size() * width) for array, width in arrays if array.size()]
 
     def _search_one(
         self, index: faiss.Index, query: np.ndarray, k: int, only: faiss.IDSelector | None, graph: bool

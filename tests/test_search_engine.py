@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +362,43 @@ def test_large_allocations_get_their_own_mappings():
     """glibc (Debian's, as in CI and the Docker image) takes the threshold the server sets at start."""
     assert map_large_allocations(LARGE_ALLOCATION)
     release_free_memory()  # and trimming is there to call after merges
+
+
+def huge_page_kib(address: int, size: int) -> int:
+    """AnonHugePages of this process's mappings over `size` bytes at `address` (madvise splits a mapping)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split()[0]
+        if "-" in first and ":" not in first:  # a mapping's header: start-end perms ...
+            start, end = (int(x, 16) for x in first.split("-"))
+            inside = start < address + size and address < end
+        elif inside and first == "AnonHugePages:":
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_faiss_arrays_move_to_huge_pages_after_a_merge(tmp_path: Path, kind: str):
+    """A merge is followed, in the background, by mapping `main`'s arrays with 2 MiB pages: same results."""
+    map_large_allocations(LARGE_ALLOCATION)  # as the server does: each array its own mapping, none of numpy's
+    hnsw = HnswConfig(m=8) if kind == "hnsw" else None
+    store = IndexStore(tmp_path / "h", IndexConfig(name="h", model=MODEL, dimensions=512, kind=kind, hnsw=hnsw),
+                       StoreOptions(merge_size=5000))  # fmt: skip
+    data = np.random.default_rng(9).normal(size=(5000, 512)).astype("f4")
+    store.upsert([DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, v)]) for i, v in enumerate(data)])
+    codes, size = store._vectors._main_arrays()[0]
+    assert size == data.nbytes  # the float32 vectors: 10 MB, four whole huge pages at least
+    request = SearchRequest(top_k=5)
+    before = [[hit.id for hit in store.search(request, data[i : i + 1], None)] for i in range(0, 5000, 500)]
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if thp.exists() and "[never]" not in thp.read_text():  # the kernel offers them (as here and in CI)
+        deadline = time.monotonic() + 60
+        while huge_page_kib(codes, size) < 4 * 2048 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert huge_page_kib(codes, size) >= 4 * 2048
+    after = [[hit.id for hit in store.search(request, data[i : i + 1], None)] for i in range(0, 5000, 500)]
+    assert after == before and [ids[0] for ids in after] == [f"d{i}" for i in range(0, 5000, 500)]
+    store.close()
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
