@@ -7,11 +7,12 @@
 Synthetic clustered 384-d vectors (1,000 centres, unit length) with metadata {"cat": i % 100, "year": 2000 + i % 25,
 "tag": one of 5}; precomputed vectors over REST in batches of 1,000 (no embedding). Each system runs as its own
 server process on loopback (`vsearch serve`; `chroma run`, from the `chromadb` package of the bench extra) so that
-its RSS and disk are its own; raw FAISS runs in this process. Ingest runs one system at a time; queries are
-interleaved (each query goes to every system in turn), so load changes hit all alike. Reported per system:
-ingest docs/s, RSS (steady, and the peak), disk, time from SIGTERM (a clean restart) and from SIGKILL after 5,000
-updates to the first answered query, p50/p99 with no filter and three filters, recall@10 against exact search,
-and queries/s from 8 clients with {"cat": 7}.
+its RSS and disk are its own; raw FAISS runs in this process. Ingest runs one system at a time; then each server
+is left to finish what it does in the background after an ingest ("busy after ingest s": until it uses under 5% of
+a core for 3 s); queries are interleaved (each query goes to every system in turn), so load changes hit all
+alike. Reported per system: ingest docs/s, RSS (steady, and the peak), disk, time from SIGTERM (a clean restart)
+and from SIGKILL after 5,000 updates to the first answered query, p50/p99 with no filter and three filters,
+recall@10 against exact search, and queries/s from 8 clients with {"cat": 7}.
 
 Queries are timed through one lean client for every server: a keep-alive connection of the standard library's
 http.client posting JSON to each one's REST API. A client library's own cost is not the server's: httpx adds about
@@ -106,6 +107,29 @@ def rss_mb(pid: int) -> tuple[float, float]:
             elif line.startswith("VmHWM:"):
                 peak += int(line.split()[1]) / 1024
     return now, peak
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by the process and its children (all their threads)."""
+    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    ticks = 0
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (the 14th and 15th fields)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pid: int, window: float = 3.0, busy: float = 0.05, deadline: float = 1800) -> float:
+    """Wait until the process uses under `busy` of a core over `window` seconds (its background indexing,
+    compaction or merges done after an ingest), so that no system's queries are timed beside another's leftover
+    work; seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        if cpu_seconds(pid) - before < busy * window:
+            break
+    return time.monotonic() - start
 
 
 def disk_mb(folder: Path) -> float:
@@ -476,6 +500,11 @@ def main() -> None:
             systems.append(system)
             rows[name] = {"ingest docs/s": f"{rate:,.0f}"}
             print(f"{name}: {rate:,.0f} docs/s", flush=True)
+        for system in systems:
+            if not isinstance(system, RawFaiss):
+                waited = settle(system.process.pid)
+                rows[system.name]["busy after ingest s"] = f"{waited:.0f}"
+                print(f"{system.name}: quiet after {waited:.0f} s", flush=True)
         for name, row in query_latencies(systems, queries, exact).items():
             rows[name].update(row)
         for system in systems:
