@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ import msgspec
 
 from indexes.config import IndexConfig, check_name
 from indexes.errors import IndexExists, IndexNotFound, IndexUnavailable
+from indexes.sqlite import sqlite3
 from indexes.store import DATABASE, DEFAULT_OPTIONS, IndexStore, StoreOptions
 
 log = logging.getLogger("vsearch")

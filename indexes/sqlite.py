@@ -1,4 +1,5 @@
-"""Database: the one way this project touches SQLite (indexes, jobs, files, the embedding cache).
+"""Database: the one way this project touches SQLite (indexes, jobs, files, the embedding cache). Whoever needs the
+driver's module (its errors, a connection of their own) imports `sqlite3` from here: it may not be Python's own.
 
 One connection per thread (WAL lets readers run beside the writer), explicit transactions, and `IN (...)` lists
 batched under SQLite's bound-parameter limit.
@@ -6,12 +7,17 @@ batched under SQLite's bound-parameter limit.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+
+try:  # SQLite 3.51, where its wheel exists (Linux x86-64; pyproject.toml): FTS5 ranks by bm25() about 30% faster
+    # than 3.40, which Debian 12's Python links (SciFact lexical query p50 2.38 -> 1.72 ms)
+    import pysqlite3 as sqlite3
+except ImportError:  # elsewhere, the SQLite that Python links
+    import sqlite3
 
 IN_BATCH = 500  # values per `IN (...)`, well under SQLite's bound-parameter limit
 Synchronous = Literal["FULL", "NORMAL"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -30,7 +29,7 @@ from indexes.filters import MetadataFilter, compile_filter, index_column, json_p
 from indexes.ranking import RankedList
 from indexes.rwlock import RWLock
 from indexes.searching import EMPTY, ChunkRow, Others, build_hits, ranked_search, search_depth, wanted_rows
-from indexes.sqlite import Database
+from indexes.sqlite import Database, sqlite3
 from indexes.values import (
     DocumentRecord,
     Hit,

@@ -6,12 +6,12 @@ import argparse
 import contextlib
 import os
 import resource
-import sqlite3
 import sys
 from pathlib import Path
 
 from indexes.errors import StorageUnavailable
 from indexes.memory import map_large_allocations
+from indexes.sqlite import sqlite3
 from service.config import ConfigError, load_settings
 from service.errors import ModelNotInstalled
 from service.logs import configure_logging

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import functools
 import inspect
-import sqlite3
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
@@ -19,6 +18,7 @@ from indexes.errors import (
     IndexUnavailable,
     StorageUnavailable,
 )
+from indexes.sqlite import sqlite3
 
 F = TypeVar("F", bound=Callable[..., Any])
 

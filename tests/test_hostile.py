@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import resource
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from indexes.sqlite import sqlite3
 from tests.conftest import LiveServer, start_server
 from tests.test_embeddings_api import assert_error
 from tests.test_indexes_api import MODEL, add, new_index, query

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexes.config import IndexConfig
+from indexes.sqlite import sqlite3
 from indexes.store import IndexStore
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from tests.conftest import STORES, LiveServer, each_store, on_postgres

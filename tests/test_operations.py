@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from indexes.sqlite import sqlite3
 from tests.conftest import start_server
 from tests.test_embeddings_api import assert_error
 
@@ -222,8 +223,6 @@ def test_sigterm_drains_requests_and_checkpoints(tmp_path: Path):
     assert slow["response"].status_code == 200 and len(slow["response"].json()["data"]) == 200
     faiss_file = tmp_path / "indexes" / "term" / "vectors.faiss"
     _, seq, _ = struct.unpack_from("<8sqI", faiss_file.read_bytes())
-    import sqlite3
-
     with sqlite3.connect(tmp_path / "indexes" / "term" / "index.sqlite") as db:
         assert seq == int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 import random
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,12 +14,14 @@ import faiss
 import httpx
 import numpy as np
 import pytest
+import sqlite_utils.utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from indexes.catalog import IndexCatalog
 from indexes.config import HnswConfig, IndexConfig
 from indexes.memory import LARGE_ALLOCATION, map_large_allocations, release_free_memory
+from indexes.sqlite import sqlite3
 from indexes.store import IndexStore, PlannerLimits, StoreOptions, plan_filter
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from indexes.vectors import VectorIndex
@@ -356,6 +360,13 @@ def test_each_deletion_is_excluded_from_the_next_search(kind: str):
         vectors.remove(np.array(gone))
         after = vectors.search(data[gone[0] : gone[0] + 1], 40)[1].tolist()
         assert not set(gone) & set(after) and len(after) == len(set(after)) == 40 - len(vectors.tombstones)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or sys.platform != "linux", reason="pysqlite3-binary: x86-64 Linux")
+def test_sqlite_is_the_bundled_newer_one():
+    """Where pyproject.toml installs pysqlite3-binary (CI, the Docker image), every store uses its SQLite."""
+    assert sqlite3.__name__ == "pysqlite3" and sqlite3.sqlite_version_info >= (3, 51)
+    assert sqlite_utils.utils.sqlite3 is sqlite3  # sqlite-utils picks it up too
 
 
 def test_large_allocations_get_their_own_mappings():

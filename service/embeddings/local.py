@@ -76,7 +76,8 @@ class InferenceOptions(msgspec.Struct, frozen=True, kw_only=True):
     threads: int = 0  # intra-op threads shared by the workers (0: every core this process may use)
     workers: int = 1  # sessions running batches side by side
     # Whether onnxruntime's threads spin waiting for work during a run; they stop when it returns (spinning on
-    # between runs took the core hybrid's lexical search runs on: hybrid 1.45-1.56x dense, now 1.46-1.51x). On by
+    # between runs took the core hybrid's lexical search runs on: hybrid 1.45-1.56x dense, then 1.46-1.51x, and
+    # 1.37-1.41x with SQLite 3.51's faster bm25; README). On by
     # default: it gives the lowest latency to one query (/v1/embeddings p50 3.1 vs 4.2 ms; SciFact dense 6.8 vs
     # 7.8 ms, 2 cores, one client). Off, the cores are left to whatever runs beside inference: hybrid's lexical
     # search (8.9 vs 9.2 ms) and other requests (8 clients: dense 191 vs 180 q/s, hybrid 140 vs 117).
