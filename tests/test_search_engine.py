@@ -557,6 +557,32 @@ def test_an_estimate_far_below_the_truth_still_gives_the_exact_top_k(tmp_path: P
     store.close()
 
 
+def test_an_estimate_somewhat_below_the_truth_goes_by_the_count_it_listed(tmp_path: Path, monkeypatch):
+    """The sample expects a handful; all 20 matches fit in what the planner lists (4x that), but 20 is past the
+    exact limit: FAISS searches over them (the selector path), with the exact top k."""
+    import indexes.store
+    from indexes.filters import compile_filter
+
+    monkeypatch.setattr(indexes.store.IndexStore, "_matching_share", lambda self, where: 0.001)  # expects 2
+    options = StoreOptions(planner=PlannerLimits(exact_limit=5, exact_share=0.0), merge_size=1000)
+    store = IndexStore(tmp_path / "e", IndexConfig(name="e", model=MODEL, dimensions=8,
+                                                   metadata_indexes={"cat": "integer"}), options)  # fmt: skip
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(2000, 8)).astype("f4")
+    store.upsert([DocumentRecord(f"d{i}", "", {"cat": i % 100}, "h", [ChunkRecord(0, 0, vectors[i])])
+                  for i in range(2000)])  # fmt: skip
+    where = compile_filter({"cat": 3})
+    plan = store._plan(store._where(where))
+    assert plan.path == "selector" and len(plan.ids) == 20 and plan.share == pytest.approx(0.01)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for asked in rng.normal(size=(5, 8)).astype("f4"):
+        hits = store.search(SearchRequest(top_k=10, filter=where), asked[None, :], None)
+        scores = unit @ (asked / np.linalg.norm(asked))
+        expected = sorted((i for i in range(2000) if i % 100 == 3), key=lambda i: -scores[i])[:10]
+        assert [h.id for h in hits] == [f"d{i}" for i in expected]
+    store.close()
+
+
 @pytest.mark.parametrize("path", ["exact", "selector"])
 def test_a_cached_filter_plan_never_outlives_a_write(tmp_path: Path, monkeypatch, path: str):
     """A filter used again reuses its plan (and its listed candidates) until the next write: a document added or
