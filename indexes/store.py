@@ -196,7 +196,7 @@ class IndexStore:
         if self._vectors.merge_due():  # much was written after the checkpoint: serve now, merge in the background
             self._in_background(self._merge, "merge")
         if self._vectors.main.ntotal:
-            self._in_background(self._settle_main, "huge pages")
+            self._settle_main()
 
     # --- SQLite plumbing ------------------------------------------------------------------------------------------
 
@@ -348,9 +348,12 @@ class IndexStore:
             self._last_checkpoint = time.monotonic()
 
     def _settle_main(self) -> None:
-        """Back FAISS's `main` with huge pages (VectorIndex.back_with_huge_pages), holding merges back meanwhile as
-        a checkpoint does; searches go on. After whatever (re)built `main`: the open, each merge (what it grew was
-        allocated anew), a compaction. Memory already on huge pages costs nothing more."""
+        """In a background thread, back FAISS's `main` with huge pages. After whatever (re)built `main`: the open,
+        each merge (what it grew was allocated anew), a compaction. Memory already on huge pages costs nothing."""
+        self._in_background(self._back_main_with_huge_pages, "huge pages")
+
+    def _back_main_with_huge_pages(self) -> None:
+        """VectorIndex.back_with_huge_pages, holding merges back meanwhile as a checkpoint does; searches go on."""
         with self._checkpoint_lock:
             with self._lock.read():
                 if self._closed:
@@ -395,7 +398,7 @@ class IndexStore:
             self._vectors = self._rebuild()
             self._checkpoint_seq = -1
         self.checkpoint()
-        self._in_background(self._settle_main, "huge pages")
+        self._settle_main()
 
     # --- writes ---------------------------------------------------------------------------------------------------
 
@@ -464,7 +467,7 @@ class IndexStore:
             if merged:
                 self._vectors.merge(self._build_threads)
         if merged:
-            self._in_background(self._settle_main, "huge pages")
+            self._settle_main()
         self._maybe_compact()
         self._maybe_checkpoint()
         return UpsertResult(created, updated)

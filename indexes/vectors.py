@@ -254,10 +254,11 @@ class VectorIndex:
             return faiss.downcast_IndexBinary(faiss.downcast_IndexBinary(self.main.index).storage)
         return faiss.downcast_index(faiss.downcast_index(self.main.index).storage)
 
-    def back_with_huge_pages(self) -> int:
-        """Map `main`'s arrays with huge pages (memory.back_with_huge_pages): the bytes that took it. Not while a
-        merge may grow them (the store calls it while `main` is held still, as for a checkpoint)."""
-        return sum(size for address, size in self._main_arrays() if back_with_huge_pages(address, size))
+    def back_with_huge_pages(self) -> None:
+        """Map `main`'s arrays with huge pages (memory.back_with_huge_pages). Not while a merge may grow them (the
+        store calls it while `main` is held still, as for a checkpoint)."""
+        for address, size in self._main_arrays():
+            back_with_huge_pages(address, size)
 
     def _main_arrays(self) -> list[tuple[int, int]]:
         """(address, bytes) of the arrays a search of `main` reads: its codes and, for HNSW, the graph's links."""
