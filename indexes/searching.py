@@ -51,8 +51,15 @@ class RankingSource(Protocol):
         ...
 
     def hits(
-        self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]], others: Others, with_vectors: bool
-    ) -> list[Hit]: ...
+        self,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        ranks: dict[int, dict[str, int]],
+        others: Others,
+        request: SearchRequest,
+    ) -> list[Hit]:
+        """The hits, with what `request` asks each to carry (with_vectors, with_documents)."""
+        ...
 
 
 def search_depth(request: SearchRequest) -> tuple[int, int]:
@@ -89,7 +96,7 @@ def ranked_search(
             scores[:wanted], source.stored_vectors(ids[:wanted]), request.diversity, request.top_k
         )
         scores, ids = scores[order], ids[order]
-    return source.hits(scores[: request.top_k], ids[: request.top_k], ranks, others, request.with_vectors)
+    return source.hits(scores[: request.top_k], ids[: request.top_k], ranks, others, request)
 
 
 def grouped(document_of: dict[int, str], scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, Others]:

@@ -24,6 +24,7 @@ import numpy as np
 import sqlite_utils
 
 from indexes.config import IndexConfig, check_config
+from indexes.directory import ChunkDirectory, ChunkName
 from indexes.errors import DocumentNotFound, IndexNotFound
 from indexes.filters import MetadataFilter, compile_filter, index_column, json_path
 from indexes.ranking import RankedList
@@ -184,6 +185,7 @@ class IndexStore:
         self._closed = False  # set under the write lock: after it, every read and write is IndexNotFound
         self._version = 0  # bumped by every committed write, under the write lock (prefetch_lexical, PlanCache)
         self._plans = PlanCache()
+        self._directory: ChunkDirectory | None = None  # loaded in the background after the open; None till then
         if config is not None:
             folder.mkdir(parents=True, exist_ok=False)
         self._db = Database(folder / DATABASE)  # synchronous=FULL: an acknowledged write survives power loss
@@ -197,6 +199,7 @@ class IndexStore:
             self._in_background(self._merge, "merge")
         if self._vectors.main.ntotal:
             self._settle_main()
+        self._in_background(self._load_directory, "chunk directory")
 
     # --- SQLite plumbing ------------------------------------------------------------------------------------------
 
@@ -365,6 +368,32 @@ class IndexStore:
             finally:
                 self._saving.clear()
 
+    def _load_directory(self, tries: int = 3) -> None:
+        """Read every chunk's name into the ChunkDirectory, then install it if nothing was written meanwhile (else
+        read again; after `tries`, read under the read lock, holding writes back for that long). Until it is
+        installed, hits are named from SQLite. ~1 s at 1M chunks."""
+        for _ in range(tries):
+            version = self._version
+            directory = self._scan_directory()
+            if directory is None:
+                return
+            with self._lock.write():
+                if not self._closed and version == self._version:
+                    self._directory = directory
+                    return
+        with self._lock.read():
+            self._directory = self._scan_directory()
+
+    def _scan_directory(self) -> ChunkDirectory | None:
+        """None if the store was closed (before or while reading)."""
+        try:
+            cursor = self._db.execute("SELECT doc_id, id FROM chunks ORDER BY doc_id, id")  # the doc_id index
+            return ChunkDirectory.scan(iter(lambda: cursor.fetchmany(50_000), []))
+        except sqlite3.ProgrammingError:  # the database was closed under the scan
+            if self._closed:
+                return None
+            raise
+
     def _maybe_checkpoint(self) -> None:
         # Writing FAISS costs time in proportion to its size, so not after every batch, and in the background:
         # what a crash loses in between is replayed from SQLite on the next open. (checkpoint() skips it when
@@ -436,7 +465,7 @@ class IndexStore:
             with self._db.transaction() as db:
                 seq = self._next_seq(db)
                 removed = self._delete_chunks(db, [doc.doc_id for doc in documents], seq)
-                new_ids, new_vectors = [], []
+                new_ids, new_vectors, names = [], [], {}
                 for doc in documents:
                     row = db.execute("SELECT created_at FROM documents WHERE doc_id = ?", (doc.doc_id,)).fetchone()
                     (updated if row else created).append(doc.doc_id)
@@ -454,6 +483,7 @@ class IndexStore:
                         ).fetchone()
                         new_ids.append(chunk_id)
                         new_vectors.append(vector)
+                        names[chunk_id] = ChunkName(doc.doc_id, index, len(doc.chunks))
                         db.execute(
                             "INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)",
                             (chunk_id, doc.text[chunk.start : chunk.end]),
@@ -463,6 +493,9 @@ class IndexStore:
             self._vectors.remove(np.array(removed, dtype=np.int64))
             if new_ids:
                 self._vectors.add(np.array(new_ids, dtype=np.int64), np.stack(new_vectors))
+            if self._directory is not None:
+                self._directory.remove(removed)
+                self._directory.add(names)
             merged = self._vectors.merge_due() and not self._saving.is_set()
             if merged:
                 self._vectors.merge(self._build_threads)
@@ -491,6 +524,8 @@ class IndexStore:
                 list(self._db.select_in("DELETE FROM documents WHERE doc_id IN ({marks})", existing))
             self._version += 1
             self._vectors.remove(np.array(removed, dtype=np.int64))
+            if self._directory is not None:
+                self._directory.remove(removed)
         self._maybe_compact()
         self._maybe_checkpoint()
         return existing
@@ -587,6 +622,8 @@ class IndexStore:
         return lists
 
     def _documents_of(self, ids: Sequence[int]) -> dict[int, str]:
+        if self._directory is not None:
+            return {chunk_id: name.doc_id for chunk_id, name in self._directory.names(ids).items()}
         return dict(self._db.select_in("SELECT id, doc_id FROM chunks WHERE id IN ({marks})", ids))
 
     def _stored_vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -718,11 +755,16 @@ class IndexStore:
         ids: np.ndarray,
         ranks: dict[int, dict[str, int]],
         others: Others,
-        with_vectors: bool,
+        request: SearchRequest,
     ) -> list[Hit]:
         if not len(ids):
             return []
-        vector = "c.vector" if with_vectors else "NULL"  # the blobs are read only when asked for
+        directory = self._directory
+        if directory is not None and not request.with_documents and not request.with_vectors:
+            names = directory.names(wanted_rows(ids, others))  # in memory: no page of SQLite read
+            named = {i: ChunkRow(n.doc_id, n.chunk_index, 0, 0, None, "", {}, n.chunk_count) for i, n in names.items()}
+            return build_hits(scores, ids, named, ranks, others)
+        vector = "c.vector" if request.with_vectors else "NULL"  # the blobs are read only when asked for
         rows = self._db.select_in(
             f"SELECT c.id, c.doc_id, c.chunk_index, c.start, c.end, {vector}, d.text, d.metadata, d.chunk_count "
             "FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.id IN ({marks})",
@@ -779,6 +821,11 @@ class _Snapshot:
         return self.store._stored_vectors(ids)
 
     def hits(
-        self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]], others: Others, with_vectors: bool
+        self,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        ranks: dict[int, dict[str, int]],
+        others: Others,
+        request: SearchRequest,
     ) -> list[Hit]:
-        return self.store._hits(scores, ids, ranks, others, with_vectors)
+        return self.store._hits(scores, ids, ranks, others, request)

@@ -107,5 +107,8 @@ class SearchRequest(msgspec.Struct, frozen=True, kw_only=True):
     min_score: float | None = None
     fusion: Fusion = Fusion()
     with_vectors: bool = False  # read each hit's stored vector (otherwise the blobs are not touched)
+    # Read each hit's text, metadata and chunk spans. False: they are left empty (text "", metadata {}, spans 0),
+    # and a store may name the hits from memory without reading its documents (the SQLite store does).
+    with_documents: bool = True
     group_by: GroupBy = "chunk"
     diversity: float | None = None  # MMR's lambda: 1 ranks by relevance alone, lower trades it for novelty

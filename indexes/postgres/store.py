@@ -368,11 +368,17 @@ class _Snapshot:
         return np.stack([rows[i].to_numpy().astype(np.float32) for i in ids.tolist()])  # pgvector Vectors
 
     def hits(
-        self, scores: np.ndarray, ids: np.ndarray, ranks: dict[int, dict[str, int]], others: Others, with_vectors: bool
+        self,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        ranks: dict[int, dict[str, int]],
+        others: Others,
+        request: SearchRequest,
     ) -> list[Hit]:
+        """Reads text and metadata even without request.with_documents (one query either way)."""
         if not len(ids):
             return []
-        vector = "c.embedding" if with_vectors else "NULL"
+        vector = "c.embedding" if request.with_vectors else "NULL"
         rows = self.conn.execute(
             f'SELECT c.id, c.doc_id, c.chunk_index, c.start, c."end", {vector}, d.text, d.metadata, d.chunk_count '
             f"FROM {self.chunks} c JOIN {self.store._documents} d ON d.doc_id = c.doc_id WHERE c.id = ANY(%s)",

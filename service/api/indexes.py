@@ -197,6 +197,7 @@ async def query_index(
         filter=metadata_filter(data.filter),
         min_score=data.min_score,
         with_vectors="vector" in data.include,
+        with_documents=bool({"text", "metadata", "chunks"} & set(data.include)),
         fusion=Fusion(
             method=data.fusion,
             k=data.rrf_k,

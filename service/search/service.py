@@ -359,5 +359,6 @@ class SearchService:
 
 def _request(query: SearchQuery) -> SearchRequest:
     return SearchRequest(mode=query.mode, top_k=query.top_k, filter=query.filter, min_score=query.min_score,
-                         fusion=query.fusion, with_vectors=query.with_vectors, group_by=query.group_by,
+                         fusion=query.fusion, with_vectors=query.with_vectors,
+                         with_documents=query.with_documents, group_by=query.group_by,
                          diversity=query.diversity)  # fmt: skip

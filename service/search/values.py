@@ -115,6 +115,7 @@ class SearchQuery(Struct, frozen=True, kw_only=True):
     min_score: float | None = None
     fusion: Fusion = Fusion()
     with_vectors: bool = False  # return each hit's stored vector
+    with_documents: bool = True  # return each hit's text, metadata and chunk spans
     group_by: GroupBy = "chunk"
     diversity: float | None = None  # MMR's lambda, 0..1
 
