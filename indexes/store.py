@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 DATABASE = "index.sqlite"
 VECTORS = "vectors.faiss"
 CHECKPOINT_SECONDS = 30
+# Writes quiet this long: what is left in FAISS's `fresh` is merged into `main`. Every search scans `fresh`
+# exhaustively (10,000 384-d vectors: 0.57 ms a query, 20,000: 1.1 ms), and with no further write nothing else
+# would merge it.
+QUIET_SECONDS = 5
 MAX_QUERY_TERMS = 64
 LEXICAL_TOKENIZERS = {
     "porter": "porter unicode61 remove_diacritics 2",  # English stemming over Unicode words, accents folded
@@ -186,6 +190,8 @@ class IndexStore:
         self._version = 0  # bumped by every committed write, under the write lock (prefetch_lexical, PlanCache)
         self._plans = PlanCache()
         self._directory: ChunkDirectory | None = None  # loaded in the background after the open; None till then
+        self._last_write = time.monotonic()
+        self._quiet_merge_armed = False  # a thread waits for writes to pause, to merge `fresh`
         if config is not None:
             folder.mkdir(parents=True, exist_ok=False)
         self._db = Database(folder / DATABASE)  # synchronous=FULL: an acknowledged write survives power loss
@@ -197,6 +203,8 @@ class IndexStore:
         self._last_checkpoint = time.monotonic()
         if self._vectors.merge_due():  # much was written after the checkpoint: serve now, merge in the background
             self._in_background(self._merge, "merge")
+        else:
+            self._merge_when_quiet()
         if self._vectors.main.ntotal:
             self._settle_main()
         self._in_background(self._load_directory, "chunk directory")
@@ -368,6 +376,26 @@ class IndexStore:
             finally:
                 self._saving.clear()
 
+    def _merge_when_quiet(self) -> None:
+        """After a write (under the write lock) or the open: once writes pause for QUIET_SECONDS, merge `fresh`."""
+        self._last_write = time.monotonic()
+        if self._vectors.fresh.ntotal and not self._quiet_merge_armed:
+            self._quiet_merge_armed = True
+            self._in_background(self._merge_once_quiet, "merge")
+
+    def _merge_once_quiet(self) -> None:
+        while True:
+            time.sleep(max(0.0, self._last_write + QUIET_SECONDS - time.monotonic()))
+            with self._lock.write():
+                if self._closed:
+                    return
+                if time.monotonic() - self._last_write >= QUIET_SECONDS and not self._saving.is_set():
+                    self._vectors.merge(self._build_threads)
+                    self._quiet_merge_armed = False
+                    break
+            time.sleep(0.5)  # a write came meanwhile (wait on), or a checkpoint is writing `main` (try again)
+        self._settle_main()
+
     def _load_directory(self, tries: int = 3) -> None:
         """Read every chunk's name into the ChunkDirectory, then install it if nothing was written meanwhile (else
         read again; after `tries`, read under the read lock, holding writes back for that long). Until it is
@@ -499,6 +527,7 @@ class IndexStore:
             merged = self._vectors.merge_due() and not self._saving.is_set()
             if merged:
                 self._vectors.merge(self._build_threads)
+            self._merge_when_quiet()
         if merged:
             self._settle_main()
         self._maybe_compact()
@@ -526,6 +555,7 @@ class IndexStore:
             self._vectors.remove(np.array(removed, dtype=np.int64))
             if self._directory is not None:
                 self._directory.remove(removed)
+            self._merge_when_quiet()
         self._maybe_compact()
         self._maybe_checkpoint()
         return existing

@@ -626,3 +626,41 @@ def test_quantized_search_rescoring_is_exact_within_its_candidates(tmp_path: Pat
         assert hits[0].id == f"d{i}"
         assert np.allclose([h.score for h in hits], [unit[int(h.id[1:])] @ unit[i] for h in hits], atol=1e-5)
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_what_is_left_in_fresh_is_merged_once_writes_pause(tmp_path: Path, monkeypatch, kind: str):
+    """Fewer vectors than a merge takes stay in `fresh` (scanned by every search) only until writes pause; a write
+    meanwhile, or a reopen, finds the same documents before and after."""
+    import indexes.store
+
+    monkeypatch.setattr(indexes.store, "QUIET_SECONDS", 0.2)
+    hnsw = HnswConfig() if kind == "hnsw" else None
+    config = IndexConfig(name="q", model=MODEL, dimensions=8, kind=kind, hnsw=hnsw)
+    store = IndexStore(tmp_path / "q", config, StoreOptions(merge_size=1000))
+    data = np.random.default_rng(3).normal(size=(300, 8)).astype("f4")
+
+    def documents(first: int, last: int) -> list[DocumentRecord]:
+        return [DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, data[i])]) for i in range(first, last)]
+
+    def merged(expected: int) -> None:
+        deadline = time.monotonic() + 60
+        while store._vectors.fresh.ntotal and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (store._vectors.fresh.ntotal, store._vectors.main.ntotal) == (0, expected)
+
+    request = SearchRequest(top_k=3)
+    store.upsert(documents(0, 200))
+    assert store._vectors.fresh.ntotal == 200  # under merge_size: no merge on the write itself
+    before = [[hit.id for hit in store.search(request, data[i : i + 1], None)] for i in range(0, 200, 20)]
+    merged(200)
+    assert [[hit.id for hit in store.search(request, data[i : i + 1], None)] for i in range(0, 200, 20)] == before
+    store.upsert(documents(200, 300))
+    store.delete(["d0"])
+    merged(300)
+    store.close(checkpoint=False)  # `main` as of the last checkpoint (none): all of it is caught up into `fresh`
+    store = IndexStore(tmp_path / "q", options=StoreOptions(merge_size=1000))
+    merged(299)
+    assert [hit.id for hit in store.search(request, data[250:251], None)][0] == "d250"
+    assert "d0" not in [hit.id for hit in store.search(request, data[0:1], None)]
+    store.close()
