@@ -210,7 +210,8 @@ class QueryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     include: Annotated[
         list[Include],
         Meta(description="What each hit carries besides id, score and ranks: text, metadata, vector (the stored "
-             "one), chunks (group_by=document: the document's other matching chunks).",
+             "one), chunks (group_by=document: the document's other matching chunks). [] is the fastest: hits are "
+             "named from memory, without reading the documents.",
              examples=[["text", "metadata"], ["metadata", "chunks"]]),
     ] = msgspec.field(default_factory=lambda: ["text", "metadata"])  # fmt: skip
     min_score: Annotated[float, Meta(description="Drop hits scoring below this.")] | None = None
