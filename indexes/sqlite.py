@@ -53,9 +53,12 @@ class Database:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            self._local.conn = conn
             with self._lock:
+                if self._closed:  # closed while this one was opening: close() could not see it
+                    conn.close()
+                    raise DatabaseClosed(f"{self.path} is closed")
                 self._connections.append(conn)
+            self._local.conn = conn
         return conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:

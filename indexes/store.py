@@ -207,7 +207,10 @@ class IndexStore:
             self._merge_when_quiet()
         if self._vectors.main.ntotal:
             self._settle_main()
-        self._in_background(self._load_directory, "chunk directory")
+        if config is not None:  # created just now: nothing to read
+            self._directory = ChunkDirectory.scan([])
+        else:
+            self._in_background(self._load_directory, "chunk directory")
 
     # --- SQLite plumbing ------------------------------------------------------------------------------------------
 
@@ -396,31 +399,15 @@ class IndexStore:
             time.sleep(0.5)  # a write came meanwhile (wait on), or a checkpoint is writing `main` (try again)
         self._settle_main()
 
-    def _load_directory(self, tries: int = 3) -> None:
-        """Read every chunk's name into the ChunkDirectory, then install it if nothing was written meanwhile (else
-        read again; after `tries`, read under the read lock, holding writes back for that long). Until it is
-        installed, hits are named from SQLite. ~1 s at 1M chunks."""
-        for _ in range(tries):
-            version = self._version
-            directory = self._scan_directory()
-            if directory is None:
-                return
-            with self._lock.write():
-                if not self._closed and version == self._version:
-                    self._directory = directory
-                    return
+    def _load_directory(self) -> None:
+        """Read every chunk's name into the ChunkDirectory, under the read lock: writes wait for it (~1.2 s at 1M
+        chunks, once after an open), and so does close(), which must never close the connection in use here.
+        Until it is installed, hits are named from SQLite."""
         with self._lock.read():
-            self._directory = self._scan_directory()
-
-    def _scan_directory(self) -> ChunkDirectory | None:
-        """None if the store was closed (before or while reading)."""
-        try:
-            cursor = self._db.execute("SELECT doc_id, id FROM chunks ORDER BY doc_id, id")  # the doc_id index
-            return ChunkDirectory.scan(iter(lambda: cursor.fetchmany(50_000), []))
-        except sqlite3.ProgrammingError:  # the database was closed under the scan
             if self._closed:
-                return None
-            raise
+                return
+            cursor = self._db.execute("SELECT doc_id, id FROM chunks ORDER BY doc_id, id")  # the doc_id index
+            self._directory = ChunkDirectory.scan(iter(lambda: cursor.fetchmany(50_000), []))
 
     def _maybe_checkpoint(self) -> None:
         # Writing FAISS costs time in proportion to its size, so not after every batch, and in the background:
@@ -604,7 +591,10 @@ class IndexStore:
             documents = self._db.execute("SELECT count(*) FROM documents").fetchone()[0]
             vectors = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
             live = self._vectors.live
-        size = sum(path.stat().st_size for path in self.folder.iterdir() if path.is_file())
+        # The index's own files, each stat()ed by name: listing the folder would take a file descriptor, which a
+        # server at its limit may not have (the catalog frees them where it opens files, not here).
+        files = [self.folder / f"{DATABASE}{suffix}" for suffix in ("", "-wal", "-shm")] + [self._vectors_path]
+        size = sum(path.stat().st_size for path in files if path.exists())
         return IndexStats(documents, vectors, live, size)
 
     def prefetch_lexical(self, request: SearchRequest, text: str) -> PrefetchedList | None:

@@ -1,5 +1,5 @@
 """The chunk directory (indexes/directory.py): hits named from memory are the hits named from SQLite, through any
-sequence of writes, folds and reopens, and writes while it loads; over HTTP, `include: []` answers alike."""
+sequence of writes, folds and reopens, and a write while it loads; over HTTP, `include: []` answers alike."""
 
 from __future__ import annotations
 
@@ -94,32 +94,32 @@ def test_hits_named_from_memory_are_the_hits_named_from_sqlite(tmp_path_factory,
         store.close()
 
 
-def test_a_write_while_it_loads_is_not_missed(tmp_path: Path, monkeypatch):
-    """The first read is overtaken by a write: it is thrown away and read again, so the new document is named."""
+def test_a_write_while_it_loads_waits_and_is_named(tmp_path: Path, monkeypatch):
+    """A write that arrives while the directory is read waits for it (the read lock), then is added to it."""
     store = IndexStore(tmp_path / "i", IndexConfig(name="i", model=MODEL, dimensions=DIMENSIONS))
     store.upsert([document(f"d{i}", 1 + i % 2, i) for i in range(20)])
     store.close()
 
-    scan, reads = ChunkDirectory.scan, []
+    scan, reads, writers = ChunkDirectory.scan, [], []
 
     def overtaken(pages):
         directory = scan(pages)
         reads.append(len(directory))
-        if len(reads) == 1:  # a write lands after this read of SQLite, before the directory is installed
-            writer = threading.Thread(target=lambda: store.upsert([document("late", 3, 99)]))
-            writer.start()
-            writer.join()
+        writer = threading.Thread(target=lambda: store.upsert([document("late", 3, 99)]))
+        writer.start()  # it must wait for this load to finish
+        writers.append(writer)
         return directory
 
     monkeypatch.setattr(ChunkDirectory, "scan", staticmethod(overtaken))
     store = IndexStore(tmp_path / "i")
     try:
         wait_for_directory(store)
-        assert reads == [30, 33]  # 10 documents of 1 chunk and 10 of 2; then "late"'s 3 more
-        same_hits_both_ways(store, document("late", 1, 99).chunks[0].vector)
-        late = store.search(
-            SearchRequest(top_k=1, with_documents=False), document("late", 1, 99).chunks[0].vector[None, :], None
-        )
+        writers[0].join(timeout=60)
+        assert reads == [30]  # 10 documents of 1 chunk and 10 of 2, read once
+        assert len(store._directory) == 33  # then "late"'s 3 chunks, added by the write
+        nearest_late = document("late", 1, 99).chunks[0].vector
+        same_hits_both_ways(store, nearest_late)
+        late = store.search(SearchRequest(top_k=1, with_documents=False), nearest_late[None, :], None)
         assert (late[0].id, late[0].parent_id) == ("late#0", "late")
     finally:
         store.close()

@@ -482,7 +482,9 @@ def test_many_indexes_under_a_low_open_files_limit(tmp_path: Path):
                 statuses.append(http.post(f"/v1/indexes/{name}/documents", json={"documents": documents}).status_code)
                 statuses.append(http.post(f"/v1/indexes/{name}/query", json={"vector": vector}).status_code)
             assert set(statuses) == {200}, sorted(set(statuses))
-            assert len(http.get("/v1/indexes").json()["data"]) == 100
+            listing = http.get("/v1/indexes")
+            assert listing.status_code == 200, listing.text
+            assert len(listing.json()["data"]) == 100
             assert http.get("/metrics").status_code == 200
     finally:
         process.kill()
