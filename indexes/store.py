@@ -387,16 +387,20 @@ class IndexStore:
             self._in_background(self._merge_once_quiet, "merge")
 
     def _merge_once_quiet(self) -> None:
-        while True:
-            time.sleep(max(0.0, self._last_write + QUIET_SECONDS - time.monotonic()))
-            with self._lock.write():
-                if self._closed:
-                    return
-                if time.monotonic() - self._last_write >= QUIET_SECONDS and not self._saving.is_set():
-                    self._vectors.merge(self._build_threads)
-                    self._quiet_merge_armed = False
-                    break
-            time.sleep(0.5)  # a write came meanwhile (wait on), or a checkpoint is writing `main` (try again)
+        try:
+            while True:
+                time.sleep(max(0.0, self._last_write + QUIET_SECONDS - time.monotonic()))
+                with self._lock.write():
+                    if self._closed:
+                        return
+                    if time.monotonic() - self._last_write >= QUIET_SECONDS and not self._saving.is_set():
+                        self._quiet_merge_armed = False  # under the lock: a write after this arms a new wait
+                        self._vectors.merge(self._build_threads)
+                        break
+                time.sleep(0.5)  # a write came meanwhile (wait on), or a checkpoint is writing `main` (try again)
+        except BaseException:
+            self._quiet_merge_armed = False  # a failed merge: the next write tries again
+            raise
         self._settle_main()
 
     def _load_directory(self) -> None:
