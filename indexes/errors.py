@@ -48,3 +48,17 @@ class InvalidDocument(IndexStoreError):
 
 class StorageUnavailable(IndexStoreError):
     """The database behind the store (PostgreSQL) cannot be reached, or did not answer in time: retry later."""
+
+
+class SchemaTooNew(IndexStoreError):
+    """A database written by a newer vsearch: its layout is not guessed at (an older version must not write it)."""
+
+    def __init__(self, where: str, found: int, known: int) -> None:
+        super().__init__(
+            f"{where} has schema version {found}, newer than this vsearch knows ({known}): upgrade vsearch to use it."
+        )
+
+
+class BlockingCallOnLoop(RuntimeError):
+    """Storage was touched on a thread that runs an event loop: a bug (the caller must go through the database's
+    run(), which moves the work to a worker thread)."""

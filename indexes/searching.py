@@ -4,7 +4,7 @@ grouping used up the candidates, diversify (MMR), and build the hits. A store su
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -60,6 +60,26 @@ class RankingSource(Protocol):
     ) -> list[Hit]:
         """The hits, with what `request` asks each to carry (with_vectors, with_documents)."""
         ...
+
+
+def lists_for(
+    mode: Mode,
+    depth: int,
+    vector: np.ndarray | None,
+    text: str | None,
+    dense: Callable[[np.ndarray, int], RankedList],
+    lexical: Callable[[str, int], RankedList],
+) -> dict[str, RankedList]:
+    """The ranked lists `mode` needs, each `depth` deep, from an engine's own dense and lexical searches (a
+    RankingSource's ranked_lists, for both engines)."""
+    lists: dict[str, RankedList] = {}
+    if mode in ("dense", "hybrid"):
+        if vector is None:
+            raise ValueError(f"{mode} search needs a query vector")
+        lists["dense"] = dense(vector, depth)
+    if mode in ("lexical", "hybrid"):
+        lists["lexical"] = lexical(text or "", depth)
+    return lists
 
 
 def search_depth(request: SearchRequest) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -15,6 +15,11 @@ Mode = Literal["dense", "lexical", "hybrid"]  # nearest vectors, BM25 over the t
 FusionMethod = Literal["rrf", "convex"]  # reciprocal ranks, or a weighted sum of normalised scores
 Normalization = Literal["minmax", "zscore"]  # how convex fusion puts each list's scores on one scale
 GroupBy = Literal["chunk", "document"]  # one hit per chunk, or per document (its best chunk)
+# How a search found its dense list, as /metrics counts it per engine: no filter; the filter's few matches scored
+# exactly; FAISS with an ID selector over the listed matches (embedded); FAISS over-fetch, candidates tested
+# (embedded); pgvector's HNSW walked until enough pass (PostgreSQL). "lexical": a BM25-only search, no dense list.
+SearchPath = Literal["unfiltered", "exact", "selector", "overfetch", "iterative", "lexical"]
+PathObserver = Callable[[SearchPath], None]
 
 
 class ChunkRecord(msgspec.Struct):
@@ -103,7 +108,7 @@ class SearchRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     mode: Mode = "dense"
     top_k: int = 10
-    filter: MetadataFilter | None = None  # compiled, so a bad filter fails before anything is embedded
+    filter: MetadataFilter | None = None  # validated, so a bad filter fails before anything is embedded
     min_score: float | None = None
     fusion: Fusion = Fusion()
     with_vectors: bool = False  # read each hit's stored vector (otherwise the blobs are not touched)
@@ -112,3 +117,9 @@ class SearchRequest(msgspec.Struct, frozen=True, kw_only=True):
     with_documents: bool = True
     group_by: GroupBy = "chunk"
     diversity: float | None = None  # MMR's lambda: 1 ranks by relevance alone, lower trades it for novelty
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length, as float32 (a zero row stays zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return (vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)).astype(np.float32)

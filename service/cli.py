@@ -9,9 +9,9 @@ import resource
 import sys
 from pathlib import Path
 
-from indexes.errors import StorageUnavailable
-from indexes.memory import map_large_allocations
-from indexes.sqlite import sqlite3
+from indexes.databases.sqlite import sqlite3
+from indexes.embedded.memory import map_large_allocations
+from indexes.errors import SchemaTooNew, StorageUnavailable
 from service.config import ConfigError, load_settings
 from service.errors import ModelNotInstalled
 from service.logs import configure_logging
@@ -47,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, sqlite3.Error) as exc:
         print(f"vsearch: cannot use the data dir {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
-    except StorageUnavailable as exc:
+    except (StorageUnavailable, SchemaTooNew) as exc:
         print(f"vsearch: {exc.message}", file=sys.stderr)
         return 2
     configure_logging(args.log_level)
@@ -62,26 +62,30 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    """Create (or bring up to date) vsearch's tables in PostgreSQL, then exit; replicas also do it at start."""
-    from indexes.postgres.database import PgDatabase
-    from service.services import postgres_schema
+    """Bring every schema up to date, then exit: the data dir's SQLite files and each index, or, with a database
+    URL, PostgreSQL's tables. A server does the same at start (and each index as it opens)."""
+    import asyncio
+
+    from service.services import build_services, schema_versions
 
     try:
-        settings = load_settings(args.config, database_url=args.database_url)
+        settings = load_settings(args.config, database_url=args.database_url, data_dir=args.data_dir)
     except ConfigError as exc:
         print(f"vsearch: {exc}", file=sys.stderr)
         return 2
-    if settings.database_url is None:
-        print("vsearch: migrate needs --database-url (or VSEARCH_DATABASE_URL)", file=sys.stderr)
-        return 2
     try:
-        database = PgDatabase(settings.database_url, pool_size=1)
-        database.migrate(postgres_schema())
-        database.close()
-    except StorageUnavailable as exc:
+        services = build_services(settings)  # each store migrates its schema as it opens
+        try:
+            indexes = asyncio.run(services.search.index_stats())  # and each index as it opens
+            versions = schema_versions(services)
+        finally:
+            services.close()
+    except (StorageUnavailable, SchemaTooNew) as exc:
         print(f"vsearch: {exc.message}", file=sys.stderr)
         return 2
-    print("vsearch: the PostgreSQL schema is up to date", file=sys.stderr)
+    where = "PostgreSQL" if settings.database_url else str(settings.data_dir)
+    shown = ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
+    print(f"vsearch: the schema in {where} is up to date ({shown}; {len(indexes)} indexes)", file=sys.stderr)
     return 0
 
 
@@ -199,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback address without API keys")
     serve.set_defaults(run=_serve)
 
-    migrate = commands.add_parser("migrate", help="create vsearch's tables in PostgreSQL and exit")
+    migrate = commands.add_parser("migrate", help="bring every schema up to date (data dir or PostgreSQL) and exit")
+    migrate.add_argument("--data-dir", type=Path, default=None, help="default VSEARCH_DATA_DIR or ./data")
     migrate.add_argument("--database-url", default=None, help="postgresql:// URL (default VSEARCH_DATABASE_URL)")
     migrate.add_argument("--config", type=Path, default=None, help="TOML settings file")
     migrate.set_defaults(run=_migrate, log_level="warning")

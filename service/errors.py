@@ -10,6 +10,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
+from indexes.databases.sqlite import sqlite3
 from indexes.errors import (
     DocumentNotFound,
     IndexExists,
@@ -18,7 +19,6 @@ from indexes.errors import (
     IndexUnavailable,
     StorageUnavailable,
 )
-from indexes.sqlite import sqlite3
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from indexes.values import SearchPath
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Gauges = dict[str, list[tuple[dict[str, str], float]]]  # metric name -> (labels, value) samples
@@ -48,6 +50,15 @@ class Metrics:
             "vsearch_http_request_seconds", "HTTP request latency by route", ["method", "route"],
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry,
         )  # fmt: skip
+        self.searches = Counter(
+            "vsearch_searches", "Searches by engine and how the dense list was found: unfiltered, exact (a filter's "
+            "few matches scored one by one), selector (FAISS over the listed matches), overfetch (FAISS, candidates "
+            "tested), iterative (pgvector's HNSW walked until enough pass), lexical (no dense list)",
+            ["engine", "path"], registry=self.registry,
+        )  # fmt: skip
+        self._storage_reads: list[Callable[[], Awaitable[Gauges]]] = []
+        self._storage: Gauges = {}
+        self.registry.register(_StateCollector(lambda: self._storage))
         self.embedded = Counter(
             "vsearch_embedded_inputs", "Inputs embedded, by model (rate() gives embeddings per second)", ["model"],
             registry=self.registry,
@@ -60,8 +71,19 @@ class Metrics:
     def count_embedded(self, model: str, count: int) -> None:
         self.embedded.labels(model).inc(count)
 
+    def count_search(self, engine: str, path: SearchPath) -> None:
+        self.searches.labels(engine, path).inc()
+
     def watch(self, read: Callable[[], Gauges]) -> None:
+        """Gauges read from memory at each scrape."""
         self.registry.register(_StateCollector(read))
 
-    def render(self) -> bytes:
+    def watch_storage(self, read: Callable[[], Awaitable[Gauges]]) -> None:
+        """Gauges read from storage at each scrape (awaited by render(), before the registry is read)."""
+        self._storage_reads.append(read)
+
+    async def render(self) -> bytes:
+        self._storage = {}
+        for read in self._storage_reads:
+            self._storage.update(await read())
         return generate_latest(self.registry)

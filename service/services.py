@@ -5,25 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from indexes.catalog import IndexCatalog
 from indexes.contract import CatalogContract
-from indexes.postgres.catalog import SCHEMA as CATALOG_SCHEMA
+from indexes.databases.loop import run
+from indexes.databases.postgres import PgDatabase
+from indexes.databases.sqlite import Database
+from indexes.embedded.catalog import IndexCatalog
+from indexes.embedded.store import StoreOptions
 from indexes.postgres.catalog import PgCatalog
-from indexes.postgres.database import PgDatabase
-from indexes.store import StoreOptions
 from service.config import Settings
-from service.embeddings.cache import PG_SCHEMA as CACHE_SCHEMA
-from service.embeddings.cache import CachedEmbedder, EmbeddingCache, PgEmbeddingCache
+from service.embeddings.cache import CachedEmbedder, EmbeddingCache, PgEmbeddingCache, SqliteEmbeddingCache
 from service.embeddings.local import InferenceOptions, LocalEmbedder
 from service.embeddings.model_files import bundled_model_files, load_model_files
 from service.embeddings.registry import EmbedderRegistry
 from service.embeddings.remote import RemoteEmbedder, RemoteProvider
-from service.finetune.adapters import PG_SCHEMA as ADAPTERS_SCHEMA
 from service.finetune.adapters import AdapterFiles, AdapterStore, PgAdapters
-from service.finetune.files import PG_SCHEMA as FILES_SCHEMA
-from service.finetune.files import FileStore, PgFileStore
-from service.finetune.jobs import PG_SCHEMA as JOBS_SCHEMA
-from service.finetune.jobs import JobStore, PgJobStore
+from service.finetune.files import FileStore, LocalFileStore, PgFileStore, Spool
+from service.finetune.jobs import JobStore, PgJobStore, SqliteJobStore
 from service.finetune.service import FineTuningService, SharedJobs
 from service.metrics import Gauges, Metrics
 from service.search.service import SearchService
@@ -49,13 +46,13 @@ class Services:
         await self.fine_tuning.stop()
         for provider in self.providers:
             await provider.aclose()
-        self.close()
+        await run(self.close)  # checkpoints every open index
 
-    def gauges(self) -> Gauges:
+    async def gauges(self) -> Gauges:
         """What Prometheus reads at each scrape."""
-        indexes = [(info.config.name, info.stats) for info in self.search.index_stats()]
+        indexes = [(info.config.name, info.stats) for info in await self.search.index_stats()]
         cache = self.cache.stats()
-        jobs = self.fine_tuning.jobs.count_by_status()
+        jobs = await self.fine_tuning.jobs.count_by_status()
         return {
             "vsearch_index_documents": [({"index": n}, s.document_count) for n, s in indexes],
             "vsearch_index_vectors": [({"index": n}, s.vector_count) for n, s in indexes],
@@ -95,12 +92,6 @@ def build_registry(settings: Settings, cache: EmbeddingCache) -> tuple[EmbedderR
     return registry, providers
 
 
-def postgres_schema() -> list[str]:
-    """Every table and function vsearch keeps in PostgreSQL (idempotent statements: `vsearch migrate` runs them;
-    each store also runs its own at start, under an advisory lock)."""
-    return [*CATALOG_SCHEMA, *FILES_SCHEMA, *JOBS_SCHEMA, *ADAPTERS_SCHEMA, *CACHE_SCHEMA]
-
-
 def build_services(settings: Settings) -> Services:
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -111,27 +102,49 @@ def build_services(settings: Settings) -> Services:
                               int(settings.database_statement_timeout_s * 1000))  # fmt: skip
         cache: EmbeddingCache = PgEmbeddingCache(database, settings.cache_max_entries)
     else:
-        cache = EmbeddingCache(data / "cache" / "embeddings.sqlite", settings.cache_max_entries)
+        (data / "cache").mkdir(exist_ok=True)
+        cache_db = Database(data / "cache" / "embeddings.sqlite", synchronous="NORMAL")
+        cache = SqliteEmbeddingCache(cache_db, settings.cache_max_entries)
     registry, providers = build_registry(settings, cache)
     registry.on_embedded = metrics.count_embedded
     if database is not None:
-        catalog: CatalogContract = PgCatalog(database)
-        files: FileStore = PgFileStore(database, data / "spool", settings.limits.max_upload_bytes)
-        jobs: JobStore | PgJobStore = PgJobStore(database)
+        catalog: CatalogContract = PgCatalog(database, on_search=lambda path: metrics.count_search("postgres", path))
+        files: FileStore = PgFileStore(Spool(data / "spool", settings.limits.max_upload_bytes), database)
+        jobs: JobStore = PgJobStore(database)
         adapters: AdapterStore = PgAdapters(database)
         shared = SharedJobs(lease_s=settings.job_lease_s)
     else:
-        catalog = IndexCatalog(data / "indexes", settings.max_open_indexes,
-                               StoreOptions(search_threads=settings.faiss_threads))  # fmt: skip
-        files = FileStore(data / "files", settings.limits.max_upload_bytes)
-        jobs = JobStore(data / "finetune" / "jobs.sqlite")
+        options = StoreOptions(search_threads=settings.faiss_threads,
+                               on_search=lambda path: metrics.count_search("embedded", path))  # fmt: skip
+        catalog = IndexCatalog(data / "indexes", settings.max_open_indexes, options)
+        files_dir = data / "files"
+        files = LocalFileStore(Spool(files_dir, settings.limits.max_upload_bytes), Database(files_dir / "files.sqlite"))
+        (data / "finetune").mkdir(exist_ok=True)
+        jobs = SqliteJobStore(Database(data / "finetune" / "jobs.sqlite"))
         adapters = AdapterFiles(data / "finetune" / "adapters")
         shared = None
     search = SearchService(catalog, registry, settings.limits)
-    fine_tuning = FineTuningService(jobs, files, registry, search, adapters, shared)
-    fine_tuning.load_models()
+    fine_tuning = FineTuningService(jobs, files, registry, search, adapters, shared)  # its start() loads the models
     if database is not None:
         registry.discover = fine_tuning.load_models  # models trained by another replica
     services = Services(settings, registry, search, files, fine_tuning, providers, cache, metrics, database)
-    metrics.watch(services.gauges)
+    metrics.watch_storage(services.gauges)
     return services
+
+
+def schema_versions(services: Services) -> dict[str, int]:
+    """The schema version of each store's database (`vsearch migrate` prints them); each index's own file has its
+    version too."""
+    if services.database is not None:
+        return services.database.versions()
+    data = services.settings.data_dir
+    paths = {"jobs": data / "finetune" / "jobs.sqlite", "files": data / "files" / "files.sqlite",
+             "cache": data / "cache" / "embeddings.sqlite"}  # fmt: skip
+    versions = {}
+    for name, path in paths.items():
+        db = Database(path)
+        try:
+            versions[name] = db.version()
+        finally:
+            db.close()
+    return versions

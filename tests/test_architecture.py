@@ -39,7 +39,7 @@ def within(name: str, *packages: str) -> bool:
 
 def test_the_rules_see_every_module():
     service, indexes = modules("service"), modules("indexes")
-    assert "service.api.edge" in service and "service.search.service" in service and "indexes.store" in indexes
+    assert "service.api.edge" in service and "service.search.service" in service and "indexes.embedded.store" in indexes
     assert any(within(name, "indexes") for name in service["service.search.service"])  # the walker finds imports
 
 
@@ -74,11 +74,11 @@ def test_both_engines_keep_the_storage_contract():
     """Every method of indexes/contract.py's Protocols exists on both engines with the same parameters."""
     import inspect
 
-    from indexes.catalog import IndexCatalog
     from indexes.contract import CatalogContract, IndexStoreContract
+    from indexes.embedded.catalog import IndexCatalog
+    from indexes.embedded.store import IndexStore
     from indexes.postgres.catalog import PgCatalog
     from indexes.postgres.store import PgIndexStore
-    from indexes.store import IndexStore
 
     pairs = [(IndexStoreContract, IndexStore), (CatalogContract, IndexCatalog), (IndexStoreContract, PgIndexStore),
              (CatalogContract, PgCatalog)]  # fmt: skip

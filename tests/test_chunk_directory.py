@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import indexes.directory
+import indexes.embedded.directory
 from indexes.config import HnswConfig, IndexConfig
-from indexes.directory import ChunkDirectory
-from indexes.store import IndexStore
+from indexes.embedded.directory import ChunkDirectory
+from indexes.embedded.store import IndexStore
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from tests.conftest import STORES, LiveServer, each_store
 from tests.test_indexes_api import MODEL, add, new_index, query
@@ -37,7 +37,7 @@ def document(doc_id: str, chunks: int, seed: int) -> DocumentRecord:
 
 def wait_for_directory(store: IndexStore) -> None:
     deadline = time.monotonic() + 120
-    while store._directory is None:
+    while store._index.directory is None:
         assert time.monotonic() < deadline, "the chunk directory never loaded"
         time.sleep(0.01)
 
@@ -72,7 +72,9 @@ OPERATIONS = st.lists(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
 def test_hits_named_from_memory_are_the_hits_named_from_sqlite(tmp_path_factory, monkeypatch, operations):
-    monkeypatch.setattr(indexes.directory, "FOLD_AT", 3)  # fold often: the arrays, the dict and the set all serve
+    monkeypatch.setattr(
+        indexes.embedded.directory, "FOLD_AT", 3
+    )  # fold often: the arrays, the dict and the set all serve
     folder = tmp_path_factory.mktemp("directory") / "i"
     config = IndexConfig(name="i", model=MODEL, dimensions=DIMENSIONS, kind="hnsw", hnsw=HnswConfig())
     store = IndexStore(folder, config)
@@ -89,7 +91,7 @@ def test_hits_named_from_memory_are_the_hits_named_from_sqlite(tmp_path_factory,
                 store = IndexStore(folder)
             wait_for_directory(store)
             same_hits_both_ways(store, probe)
-            assert len(store._directory) == store.stats().vector_count
+            assert len(store._index.directory) == store.stats().vector_count
     finally:
         store.close()
 
@@ -116,7 +118,7 @@ def test_a_write_while_it_loads_waits_and_is_named(tmp_path: Path, monkeypatch):
         wait_for_directory(store)
         writers[0].join(timeout=60)
         assert reads == [30]  # 10 documents of 1 chunk and 10 of 2, read once
-        assert len(store._directory) == 33  # then "late"'s 3 chunks, added by the write
+        assert len(store._index.directory) == 33  # then "late"'s 3 chunks, added by the write
         nearest_late = document("late", 1, 99).chunks[0].vector
         same_hits_both_ways(store, nearest_late)
         late = store.search(SearchRequest(top_k=1, with_documents=False), nearest_late[None, :], None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -12,7 +13,8 @@ import numpy as np
 import openai
 import pytest
 
-from service.finetune.jobs import JobStore
+from indexes.databases.sqlite import Database
+from service.finetune.jobs import SqliteJobStore
 from service.finetune.records import FineTuningJob, Hyperparameters, Method
 from tests.conftest import STORES, LiveServer, each_store, start_server
 from tests.test_embeddings_api import assert_error
@@ -249,14 +251,15 @@ def test_unfinished_job_runs_again_after_a_restart(tmp_path: Path):
     finally:
         first.stop()
     # A job the previous process left 'running' when it died.
-    store = JobStore(tmp_path / "finetune" / "jobs.sqlite")
-    store.save(
+    store = SqliteJobStore(Database(tmp_path / "finetune" / "jobs.sqlite"))
+    asyncio.run(store.save(
         FineTuningJob(
             id="ftjob-interrupted", created_at=int(time.time()), hyperparameters=Hyperparameters(n_epochs=1),
             model=MODEL, organization_id="org-vsearch", status="running", training_file=upload["id"], seed=1,
             method=Method(type="supervised"),
         )
-    )  # fmt: skip
+    ))  # fmt: skip
+    store.close()
     second = start_server(tmp_path)
     try:
         client = openai.OpenAI(base_url=f"{second.url}/v1", api_key="unused")

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from indexes.sqlite import sqlite3
+from indexes.databases.sqlite import sqlite3
 from tests.conftest import LiveServer, start_server
 from tests.test_embeddings_api import assert_error
 from tests.test_indexes_api import MODEL, add, new_index, query
@@ -219,8 +219,8 @@ def test_hnsw_counts_agree_after_a_restart_that_followed_a_compaction(tmp_path: 
     after the compaction holds a tombstone, so the deletions from before the compaction are not forgotten."""
     import numpy as np
 
-    from indexes.catalog import IndexCatalog
     from indexes.config import IndexConfig
+    from indexes.embedded.catalog import IndexCatalog
     from indexes.values import ChunkRecord, DocumentRecord
 
     catalog = IndexCatalog(tmp_path)
@@ -231,9 +231,9 @@ def test_hnsw_counts_agree_after_a_restart_that_followed_a_compaction(tmp_path: 
                       for i in range(100)])  # fmt: skip
         store.delete([f"d{i}" for i in range(30)])  # past 20%: compacted, and its checkpoint forgot them
         stale = [(i, 1) for i in range(1, 31)]  # ... unless a delete raced in: then the log keeps them
-        store._db.execute("BEGIN")
-        store._db.conn.executemany("INSERT OR REPLACE INTO deleted_chunks VALUES (?, ?)", stale)
-        store._db.execute("COMMIT")
+        store._index.record.db.execute("BEGIN")
+        store._index.record.db.conn.executemany("INSERT OR REPLACE INTO deleted_chunks VALUES (?, ?)", stale)
+        store._index.record.db.execute("COMMIT")
         store.delete(["d30"])  # the racing delete: a tombstone in the checkpoint
         assert store.stats().faiss_vectors == store.stats().vector_count == 69
     catalog.close()
@@ -509,7 +509,7 @@ def disk_full_errors() -> list[Exception]:
 
 @pytest.mark.parametrize("error", disk_full_errors(), ids=["ENOSPC", "SQLITE_FULL"])
 def test_disk_full_is_a_507_that_says_so(fresh, monkeypatch, error):
-    from indexes.store import IndexStore
+    from indexes.embedded.store import IndexStore
 
     with client(fresh) as http:
         name = new_index(http)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from indexes.config import IndexConfig
-from indexes.sqlite import sqlite3
-from indexes.store import IndexStore
+from indexes.databases.sqlite import sqlite3
+from indexes.embedded.store import IndexStore
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from tests.conftest import STORES, LiveServer, each_store, on_postgres
 from tests.test_embeddings_api import assert_error
@@ -111,12 +111,14 @@ def test_lexical_rows_follow_documents(http):
 
 
 def test_index_without_fts_table_gets_one_on_open(tmp_path: Path):
+    """An index at schema version 1 (before lexical search) is brought to the current one on open."""
     store = IndexStore(tmp_path / "old", IndexConfig(name="old", model=MODEL, dimensions=4))
     vector = np.ones(4, "f4")
     store.upsert([DocumentRecord("d", "alpha beta gamma", {}, "h", [ChunkRecord(0, 16, vector)])])
     store.close()
     with sqlite3.connect(tmp_path / "old" / "index.sqlite") as db:
         db.execute("DROP TABLE chunks_fts")
+        db.execute("PRAGMA user_version = 1")
     reopened = IndexStore(tmp_path / "old")
     assert [h.id for h in reopened.search(SearchRequest(mode="lexical", top_k=5), None, "gamma")] == ["d"]
 

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from indexes.sqlite import sqlite3
+from indexes.databases.sqlite import sqlite3
 from tests.conftest import start_server
 from tests.test_embeddings_api import assert_error
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from indexes.config import HnswConfig, IndexConfig
+from indexes.databases.postgres import PgDatabase
 from indexes.errors import StorageUnavailable
-from indexes.filters import compile_filter
+from indexes.filters import parse_filter
 from indexes.postgres import store as pg_store
 from indexes.postgres.catalog import PgCatalog
-from indexes.postgres.database import PgDatabase
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from service.errors import ErrorKind, from_store_error
 from tests.conftest import new_database
@@ -58,7 +58,7 @@ def test_a_selective_filter_on_hnsw_gives_the_exact_top_k(catalog, vectors, quan
     ids = np.arange(N)
     for q in range(5):
         query = vectors[q * 100 + 50] + 0.1
-        request = SearchRequest(top_k=10, filter=compile_filter({"cat": 3}))
+        request = SearchRequest(top_k=10, filter=parse_filter({"cat": 3}))
         found = [hit.id for hit in store.search(request, query[None, :], None)]
         assert found == exact(vectors, query, ids % 100 == 3, 10)
 
@@ -66,10 +66,10 @@ def test_a_selective_filter_on_hnsw_gives_the_exact_top_k(catalog, vectors, quan
 def test_a_broad_filter_through_the_graph_returns_only_matches_and_never_too_few(catalog, vectors, monkeypatch):
     monkeypatch.setattr(pg_store, "EXACT_LIMIT", 0)  # every filter walks the graph
     store = filled(catalog, vectors)
-    half = store.search(SearchRequest(top_k=10, filter=compile_filter({"half": 1})), vectors[:1], None)
+    half = store.search(SearchRequest(top_k=10, filter=parse_filter({"half": 1})), vectors[:1], None)
     assert len(half) == 10 and all(hit.metadata["half"] == 1 for hit in half)
     # Five matches, in a graph walk whose budget ends long before it meets them all: the exact redo finds them.
-    rare = compile_filter({"$and": [{"cat": 3}, {"half": 1}, {"cat": {"$in": [3]}}]})
+    rare = parse_filter({"$and": [{"cat": 3}, {"half": 1}, {"cat": {"$in": [3]}}]})
     monkeypatch.setattr(pg_store, "MAX_EF_SEARCH", 10)
     few = store.search(SearchRequest(top_k=50, filter=rare), vectors[:1], None)
     assert sorted(hit.id for hit in few) == sorted(f"d{i}" for i in range(N) if i % 100 == 3 and i % 2 == 1)

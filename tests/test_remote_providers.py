@@ -167,23 +167,24 @@ def test_second_ingest_of_the_same_corpus_never_reaches_the_upstream(gateway):
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_cache_evicts_least_recently_used(tmp_path: Path, store: str, request: pytest.FixtureRequest):
-    from indexes.postgres.database import PgDatabase
-    from service.embeddings.cache import EmbeddingCache, PgEmbeddingCache
+    from indexes.databases.postgres import PgDatabase
+    from indexes.databases.sqlite import Database
+    from service.embeddings.cache import EmbeddingCache, PgEmbeddingCache, SqliteEmbeddingCache, cache_key
     from tests.conftest import new_database
 
     database = PgDatabase(new_database(request.getfixturevalue("postgres"))) if store == "postgres" else None
     if database is not None:
         cache: EmbeddingCache = PgEmbeddingCache(database, 3)
     else:
-        cache = EmbeddingCache(tmp_path / "c.sqlite", max_entries=3)
-    keys = [EmbeddingCache.key("m", None, str(i), False) for i in range(5)]
+        cache = SqliteEmbeddingCache(Database(tmp_path / "c.sqlite", synchronous="NORMAL"), max_entries=3)
+    keys = [cache_key("m", None, str(i), False) for i in range(5)]
     try:
         for key in keys[:3]:
-            cache.put_many({key: np.ones(2, "f4")})
+            asyncio.run(cache.put_many({key: np.ones(2, "f4")}))
             time.sleep(0.01)
-        cache.get_many([keys[0]])  # used again: now the newest
-        cache.put_many({keys[3]: np.ones(2, "f4"), keys[4]: np.ones(2, "f4")})
-        assert set(cache.get_many(keys)) == {keys[0], keys[3], keys[4]}
+        asyncio.run(cache.get_many([keys[0]]))  # used again: now the newest
+        asyncio.run(cache.put_many({keys[3]: np.ones(2, "f4"), keys[4]: np.ones(2, "f4")}))
+        assert set(asyncio.run(cache.get_many(keys))) == {keys[0], keys[3], keys[4]}
         assert cache.stats().entries == 3
     finally:
         cache.close()

@@ -18,13 +18,14 @@ import sqlite_utils.utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexes.catalog import IndexCatalog
 from indexes.config import HnswConfig, IndexConfig
-from indexes.memory import HUGE_PAGE, LARGE_ALLOCATION, map_large_allocations, release_free_memory
-from indexes.sqlite import sqlite3
-from indexes.store import IndexStore, PlannerLimits, StoreOptions, plan_filter
+from indexes.databases.sqlite import sqlite3
+from indexes.embedded.catalog import IndexCatalog
+from indexes.embedded.memory import HUGE_PAGE, LARGE_ALLOCATION, map_large_allocations, release_free_memory
+from indexes.embedded.planner import PlannerLimits, plan_filter
+from indexes.embedded.store import IndexStore, StoreOptions
+from indexes.embedded.vectors import VectorIndex
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
-from indexes.vectors import VectorIndex
 from tests.conftest import STORES, LiveServer, each_store, start_server
 from tests.test_indexes_api import MODEL, add, new_index, query
 
@@ -397,7 +398,7 @@ def test_faiss_arrays_move_to_huge_pages_after_a_merge(tmp_path: Path, kind: str
                        StoreOptions(merge_size=5000))  # fmt: skip
     data = np.random.default_rng(9).normal(size=(5000, 512)).astype("f4")
     store.upsert([DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, v)]) for i, v in enumerate(data)])
-    codes, size = store._vectors._main_arrays()[0]
+    codes, size = store._index.vectors._main_arrays()[0]
     assert size == data.nbytes  # the float32 vectors: 10 MB
     whole = (codes + size) // HUGE_PAGE - -(-codes // HUGE_PAGE)  # the huge pages that fit inside: 3 or 4
     assert whole >= 3
@@ -427,7 +428,7 @@ def test_deletions_compact(tmp_path: Path, kind: str):
                 for i in range(20)
             ]
         )
-    assert store.stats().faiss_vectors == 20 and store._vectors.ntotal <= 40
+    assert store.stats().faiss_vectors == 20 and store._index.vectors.ntotal <= 40
     assert len(store.search(SearchRequest(top_k=100), np.ones((1, 4), "f4"), None)) == 20
     store.close()
 
@@ -491,11 +492,14 @@ def test_filtered_top_k_is_exact_on_every_path(tmp_path: Path, monkeypatch, kind
     """Whichever path answers (exact scoring of the candidates, FAISS with an ID selector, FAISS over-fetch widened
     until enough pass), a filtered search gives exactly the brute-force filtered top k: on flat always, on HNSW
     wherever no graph walk is involved (exact scoring and the selector, which scans the graph's storage)."""
-    import indexes.store
-    from indexes.filters import compile_filter
+    import indexes.embedded.maintenance
+    import indexes.embedded.planner
+    from indexes.filters import parse_filter
 
     taken: list[str] = []
-    monkeypatch.setattr(indexes.store, "plan_filter", lambda *a, **k: taken.append(plan_filter(*a, **k)) or taken[-1])
+    monkeypatch.setattr(
+        indexes.embedded.planner, "plan_filter", lambda *a, **k: taken.append(plan_filter(*a, **k)) or taken[-1]
+    )
     options = StoreOptions(planner=FORCED[path], merge_size=1000)  # 3,000 vectors: `main` and `fresh` both searched
     catalog = IndexCatalog(tmp_path, options=options)
     catalog.create(IndexConfig(name="exact", model=MODEL, dimensions=8, kind=kind, metadata_indexes={"cat": "integer"}))
@@ -512,7 +516,7 @@ def test_filtered_top_k_is_exact_on_every_path(tmp_path: Path, monkeypatch, kind
         for spec, matching in [({"cat": {"$gte": 20}}, lambda i: i % 100 >= 20),  # 80%
                                ({"cat": {"$in": [3, 4]}}, lambda i: i % 100 in (3, 4)),  # 2%: widened twice
                                ({"cat": 7}, lambda i: i % 100 == 7)]:  # fmt: skip
-            hits = store.search(SearchRequest(top_k=10, filter=compile_filter(spec, ["cat"])), query[None, :], None)
+            hits = store.search(SearchRequest(top_k=10, filter=parse_filter(spec)), query[None, :], None)
             assert taken[-1] == path
             expected = sorted((i for i in live if matching(i)), key=lambda i: -scores[i])[:10]
             if kind == "hnsw" and path == "overfetch":  # a graph walk: approximate, but only matches, best first
@@ -538,10 +542,13 @@ def test_the_id_selector_admits_exactly_the_allowed_ids():
 def test_an_estimate_far_below_the_truth_still_gives_the_exact_top_k(tmp_path: Path, monkeypatch, declared: bool):
     """A sample can miss a filter's matches: the planner expects a handful, lists at most 4x that, finds more, and
     must then search over every match (a truncated candidate list would lose some of the true top k)."""
-    import indexes.store
-    from indexes.filters import compile_filter
+    import indexes.embedded.maintenance
+    import indexes.embedded.planner
+    from indexes.filters import parse_filter
 
-    monkeypatch.setattr(indexes.store.IndexStore, "_matching_share", lambda self, where: 0.0001)  # an unlucky sample
+    monkeypatch.setattr(
+        indexes.embedded.planner.FilterPlanner, "matching_share", lambda self, index, where: 0.0001
+    )  # an unlucky sample
     fields = {"cat": "integer"} if declared else {}
     options = StoreOptions(planner=PlannerLimits(exact_limit=5, exact_share=0.0), merge_size=1000)
     store = IndexStore(tmp_path / "e", IndexConfig(name="e", model=MODEL, dimensions=8, metadata_indexes=fields),
@@ -552,7 +559,7 @@ def test_an_estimate_far_below_the_truth_still_gives_the_exact_top_k(tmp_path: P
                   for i in range(2000)])  # fmt: skip
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     for asked in rng.normal(size=(5, 8)).astype("f4"):
-        hits = store.search(SearchRequest(top_k=10, filter=compile_filter({"cat": 3})), asked[None, :], None)
+        hits = store.search(SearchRequest(top_k=10, filter=parse_filter({"cat": 3})), asked[None, :], None)
         scores = unit @ (asked / np.linalg.norm(asked))
         expected = sorted((i for i in range(2000) if i % 10 == 3), key=lambda i: -scores[i])[:10]
         assert [h.id for h in hits] == [f"d{i}" for i in expected]
@@ -562,10 +569,13 @@ def test_an_estimate_far_below_the_truth_still_gives_the_exact_top_k(tmp_path: P
 def test_an_estimate_somewhat_below_the_truth_goes_by_the_count_it_listed(tmp_path: Path, monkeypatch):
     """The sample expects a handful; all 20 matches fit in what the planner lists (4x that), but 20 is past the
     exact limit: FAISS searches over them (the selector path), with the exact top k."""
-    import indexes.store
-    from indexes.filters import compile_filter
+    import indexes.embedded.maintenance
+    import indexes.embedded.planner
+    from indexes.filters import parse_filter
 
-    monkeypatch.setattr(indexes.store.IndexStore, "_matching_share", lambda self, where: 0.001)  # expects 2
+    monkeypatch.setattr(
+        indexes.embedded.planner.FilterPlanner, "matching_share", lambda self, index, where: 0.001
+    )  # expects 2
     options = StoreOptions(planner=PlannerLimits(exact_limit=5, exact_share=0.0), merge_size=1000)
     store = IndexStore(tmp_path / "e", IndexConfig(name="e", model=MODEL, dimensions=8,
                                                    metadata_indexes={"cat": "integer"}), options)  # fmt: skip
@@ -573,8 +583,8 @@ def test_an_estimate_somewhat_below_the_truth_goes_by_the_count_it_listed(tmp_pa
     vectors = rng.normal(size=(2000, 8)).astype("f4")
     store.upsert([DocumentRecord(f"d{i}", "", {"cat": i % 100}, "h", [ChunkRecord(0, 0, vectors[i])])
                   for i in range(2000)])  # fmt: skip
-    where = compile_filter({"cat": 3})
-    plan = store._plan(store._where(where))
+    where = parse_filter({"cat": 3})
+    plan = store._planner.plan(store._index, store._compiled(where))
     assert plan.path == "selector" and len(plan.ids) == 20 and plan.share == pytest.approx(0.01)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     for asked in rng.normal(size=(5, 8)).astype("f4"):
@@ -589,17 +599,18 @@ def test_an_estimate_somewhat_below_the_truth_goes_by_the_count_it_listed(tmp_pa
 def test_a_cached_filter_plan_never_outlives_a_write(tmp_path: Path, monkeypatch, path: str):
     """A filter used again reuses its plan (and its listed candidates) until the next write: a document added or
     deleted since is found, or gone, at once."""
-    import indexes.store
-    from indexes.filters import compile_filter
+    import indexes.embedded.maintenance
+    import indexes.embedded.planner
+    from indexes.filters import parse_filter
 
-    monkeypatch.setattr(indexes.store, "plan_filter", lambda *args: path)
+    monkeypatch.setattr(indexes.embedded.planner, "plan_filter", lambda *args: path)
     store = IndexStore(tmp_path / "p", IndexConfig(name="p", model=MODEL, dimensions=4,
                                                    metadata_indexes={"cat": "integer"}))  # fmt: skip
     rng = np.random.default_rng(5)
     store.upsert([DocumentRecord(f"d{i}", "", {"cat": i % 2}, "h", [ChunkRecord(0, 0, rng.normal(size=4).astype("f4"))])
                   for i in range(600)])  # fmt: skip
     target = np.array([1.0, 2.0, 3.0, 4.0], dtype="f4")
-    request = SearchRequest(top_k=3, filter=compile_filter({"cat": 1}))
+    request = SearchRequest(top_k=3, filter=parse_filter({"cat": 1}))
     before = [hit.id for hit in store.search(request, target[None, :], None)]
     assert [hit.id for hit in store.search(request, target[None, :], None)] == before  # from the cached plan
     store.upsert([DocumentRecord("new", "", {"cat": 1}, "h", [ChunkRecord(0, 0, target)])])
@@ -619,7 +630,7 @@ def test_quantized_search_rescoring_is_exact_within_its_candidates(tmp_path: Pat
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(1000, 16)).astype("f4")
     store.upsert([DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, vectors[i])]) for i in range(1000)])
-    assert store._vectors.main.ntotal >= 800  # most of it quantized
+    assert store._index.vectors.main.ntotal >= 800  # most of it quantized
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     for i in (3, 500, 999):
         hits = store.search(SearchRequest(top_k=5), vectors[i][None, :], None)
@@ -632,9 +643,10 @@ def test_quantized_search_rescoring_is_exact_within_its_candidates(tmp_path: Pat
 def test_what_is_left_in_fresh_is_merged_once_writes_pause(tmp_path: Path, monkeypatch, kind: str):
     """Fewer vectors than a merge takes stay in `fresh` (scanned by every search) only until writes pause; a write
     meanwhile, or a reopen, finds the same documents before and after."""
-    import indexes.store
+    import indexes.embedded.maintenance
+    import indexes.embedded.planner
 
-    monkeypatch.setattr(indexes.store, "QUIET_SECONDS", 0.2)
+    monkeypatch.setattr(indexes.embedded.maintenance, "QUIET_SECONDS", 0.2)
     hnsw = HnswConfig() if kind == "hnsw" else None
     config = IndexConfig(name="q", model=MODEL, dimensions=8, kind=kind, hnsw=hnsw)
     store = IndexStore(tmp_path / "q", config, StoreOptions(merge_size=1000))
@@ -645,13 +657,13 @@ def test_what_is_left_in_fresh_is_merged_once_writes_pause(tmp_path: Path, monke
 
     def merged(expected: int) -> None:
         deadline = time.monotonic() + 60
-        while store._vectors.fresh.ntotal and time.monotonic() < deadline:
+        while store._index.vectors.fresh.ntotal and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert (store._vectors.fresh.ntotal, store._vectors.main.ntotal) == (0, expected)
+        assert (store._index.vectors.fresh.ntotal, store._index.vectors.main.ntotal) == (0, expected)
 
     request = SearchRequest(top_k=3)
     store.upsert(documents(0, 200))
-    assert store._vectors.fresh.ntotal == 200  # under merge_size: no merge on the write itself
+    assert store._index.vectors.fresh.ntotal == 200  # under merge_size: no merge on the write itself
     before = [[hit.id for hit in store.search(request, data[i : i + 1], None)] for i in range(0, 200, 20)]
     merged(200)
     assert [[hit.id for hit in store.search(request, data[i : i + 1], None)] for i in range(0, 200, 20)] == before

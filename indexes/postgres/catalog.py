@@ -17,10 +17,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from indexes.config import IndexConfig, check_config, check_name
+from indexes.databases.postgres import PgDatabase
 from indexes.errors import IndexExists, IndexNotFound, InvalidConfig
-from indexes.postgres.database import PgDatabase
 from indexes.postgres.filters import FUNCTIONS
 from indexes.postgres.store import TEXT_SEARCH_CONFIGS, PgIndexStore, schema
+from indexes.values import PathObserver
 
 SCHEMA = [
     *FUNCTIONS,
@@ -30,9 +31,11 @@ SCHEMA = [
 
 
 class PgCatalog:
-    def __init__(self, db: PgDatabase) -> None:
+    def __init__(self, db: PgDatabase, on_search: PathObserver | None = None) -> None:
+        """`on_search`: told the path of each search (/metrics)."""
         self.db = db
-        db.migrate(SCHEMA)
+        self._on_search = on_search
+        db.migrate("catalog", [SCHEMA])
 
     def create(self, config: IndexConfig) -> None:
         config = check_config(msgspec.structs.replace(config, created_at=int(time.time())))
@@ -73,7 +76,7 @@ class PgCatalog:
         if not rows:
             raise IndexNotFound(name)
         index_id, config = rows[0]
-        return PgIndexStore(self.db, f"vs{int(index_id)}", msgspec.convert(config, IndexConfig))
+        return PgIndexStore(self.db, f"vs{int(index_id)}", msgspec.convert(config, IndexConfig), self._on_search)
 
     def release(self, store: PgIndexStore) -> None:
         pass  # a store holds nothing of its own

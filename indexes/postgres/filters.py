@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from indexes.filters import NUMBER_TYPES, FilterCompiler, Scalar
+from indexes.filters import FilterCompiler, MetadataFilter, Scalar, ValueKind
 
 # What vsearch_number()/vsearch_text() are; made with the schema (indexes/postgres/catalog.py).
 FUNCTIONS = [
@@ -57,15 +57,16 @@ def nested(parts: list[str], value: Any) -> Any:
 class PgFilterCompiler(FilterCompiler):
     ALWAYS = "TRUE"
 
+    def __init__(self, params: list[Any], column: str) -> None:
+        super().__init__(params)
+        self.column = column
+
     def bind(self, value: Any) -> str:
         if isinstance(value, int | float) and not isinstance(value, bool):
             self.params.append(number_param(value))
             return "%s::numeric"
         self.params.append(value)
         return "%s"
-
-    def definite(self, condition: str) -> str:
-        return f"coalesce(({condition}), false)"
 
     def field_at(self, path: str) -> str:
         """The field's SQL inside a statement with parameters, where a '%' must be doubled."""
@@ -75,9 +76,9 @@ class PgFilterCompiler(FilterCompiler):
         found = f"({self.field_at(path)} IS NOT NULL)"
         return found if present else f"(NOT {found})"
 
-    def typed(self, path: str, types: str, test: Callable[[str], str]) -> str:
+    def typed(self, path: str, kind: ValueKind, test: Callable[[str], str]) -> str:
         value = self.field_at(path)
-        field = f"vsearch_number({value})" if types == NUMBER_TYPES else f'(vsearch_text({value}) COLLATE "C")'
+        field = f"vsearch_number({value})" if kind == "number" else f'(vsearch_text({value}) COLLATE "C")'
         return f"({field} IS NOT NULL AND {test(field)})"  # false, not NULL, for another type or a missing field
 
     def any_of(self, path: str, values: list[Scalar]) -> str:
@@ -86,23 +87,22 @@ class PgFilterCompiler(FilterCompiler):
         parts = []
         if numbers:
             self.params.append(numbers)
-            parts.append(self.typed(path, NUMBER_TYPES, lambda field: f"{field} = ANY(%s::numeric[])"))
+            parts.append(self.typed(path, "number", lambda field: f"{field} = ANY(%s::numeric[])"))
         if texts:
             self.params.append(texts)
-            parts.append(self.typed(path, "('text')", lambda field: f"{field} = ANY(%s::text[])"))
-        parts += [self.equals(path, constant, path) for constant in (True, False, None) if
+            parts.append(self.typed(path, "text", lambda field: f"{field} = ANY(%s::text[])"))
+        parts += [self.equals(path, constant) for constant in (True, False, None) if
                   any(v is constant for v in values)]  # fmt: skip
-        return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+        return parts[0] if len(parts) == 1 else " OR ".join(parts)
 
-    def equals(self, path: str, value: Any, where: str) -> str:
-        value = self.scalar(value, where)
+    def equals(self, path: str, value: Scalar) -> str:
         # Containment is exact on scalars: 7 matches 7 and 7.0, never "7", true or [7] (arrays only match at the
         # top level), and true/false/null match only themselves.
         self.params.append(Jsonb(nested(path_parts(path), value)))
         return f"({self.column} @> %s)"
 
 
-def compile_pg_filter(spec: Any, column: str) -> tuple[str, list[Any]]:
-    """The filter `spec` (already validated by indexes.filters.compile_filter) as SQL over the JSONB `column`."""
+def compile_pg_filter(where: MetadataFilter, column: str) -> tuple[str, list[Any]]:
+    """The filter as SQL over the JSONB `column`, and its parameters."""
     params: list[Any] = []
-    return PgFilterCompiler(column, params, {}).node(spec, "filter", 0), params
+    return PgFilterCompiler(params, column).compile(where.root), params

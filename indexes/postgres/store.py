@@ -28,18 +28,20 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from indexes.config import FieldType, IndexConfig, check_config
+from indexes.databases.postgres import PgDatabase
 from indexes.errors import DocumentNotFound, IndexNotFound
 from indexes.filters import MetadataFilter
-from indexes.postgres.database import PgDatabase
 from indexes.postgres.filters import compile_pg_filter, field_value
 from indexes.ranking import RankedList
-from indexes.searching import EMPTY, ChunkRow, Others, build_hits, ranked_search, wanted_rows
-from indexes.store import ENGLISH_STOPWORDS, query_words
+from indexes.searching import EMPTY, ChunkRow, Others, build_hits, lists_for, ranked_search, wanted_rows
+from indexes.text import ENGLISH_STOPWORDS, query_words
 from indexes.values import (
     DocumentRecord,
     Hit,
     IndexStats,
     Mode,
+    PathObserver,
+    SearchPath,
     SearchRequest,
     StoredDocument,
     UpsertResult,
@@ -55,7 +57,9 @@ METRICS = {
     "ip": ("<#>", "ip", 0.0),
     "l2": ("<->", "l2", 0.0),
 }
-RESCORE_FACTOR = {"none": 1, "sq8": 4, "binary": 20}  # candidates per result a quantized HNSW index gives
+# Candidates per result taken from a quantized HNSW index, then rescored from the table's float32 vectors. Not the
+# embedded engine's RESCORE_FACTOR (sq8 2): pgvector's "sq8" is a halfvec index walked by its own ef_search.
+HNSW_CANDIDATES = {"none": 1, "sq8": 4, "binary": 20}
 MAX_EF_SEARCH = 1000  # pgvector's bound on hnsw.ef_search
 # A filter matching at most this many chunks is scored exactly (its matches listed through the GIN or B-tree
 # indexes, then sorted by distance); a broader one walks the HNSW graph with iterative scans. Measured at 100k
@@ -124,9 +128,11 @@ def field_indexes(table: str, fields: dict[str, FieldType] | Sequence[str]) -> l
 
 
 class PgIndexStore:
-    def __init__(self, db: PgDatabase, table: str, config: IndexConfig) -> None:
-        """`table`: the prefix of this index's tables (the catalog's row for it says which)."""
+    def __init__(self, db: PgDatabase, table: str, config: IndexConfig, on_search: PathObserver | None = None) -> None:
+        """`table`: the prefix of this index's tables (the catalog's row for it says which). `on_search`: told the
+        path of each search (/metrics)."""
         self._db = db
+        self._on_search = on_search
         self._table = table
         self._documents = f"{table}_documents"
         self._chunks = f"{table}_chunks"
@@ -185,7 +191,7 @@ class PgIndexStore:
         return [doc_id for doc_id in dict.fromkeys(doc_ids) if doc_id in deleted]
 
     def delete_matching(self, where: MetadataFilter) -> list[str]:
-        sql, params = compile_pg_filter(where.spec, "d.metadata")
+        sql, params = compile_pg_filter(where, "d.metadata")
         with self._transaction() as conn:
             rows = conn.execute(f"DELETE FROM {self._documents} d WHERE {sql} RETURNING doc_id", params).fetchall()
         return sorted(row[0] for row in rows)
@@ -257,9 +263,13 @@ class PgIndexStore:
     def search(
         self, request: SearchRequest, vector: np.ndarray | None, text: str | None, prefetched: object | None = None
     ) -> list[Hit]:
-        where = compile_pg_filter(request.filter.spec, "c.metadata") if request.filter is not None else None
+        where = compile_pg_filter(request.filter, "c.metadata") if request.filter is not None else None
         with self._transaction(snapshot=True) as conn:
-            return ranked_search(_Snapshot(self, conn, where), request, vector, text)
+            snapshot = _Snapshot(self, conn, where)
+            hits = ranked_search(snapshot, request, vector, text)
+        if self._on_search is not None:
+            self._on_search(snapshot.path)
+        return hits
 
     def close(self, checkpoint: bool = True) -> None:
         pass  # nothing held: the pool belongs to the catalog
@@ -274,6 +284,7 @@ class _Snapshot:
         self.where = where
         self.chunks = store._chunks
         self._few: bool | None = None  # whether the filter matches at most EXACT_LIMIT chunks (asked once)
+        self.path: SearchPath = "lexical"  # how the dense list was found
 
     def _filter(self) -> tuple[str, list]:
         return self.where if self.where is not None else ("TRUE", [])
@@ -281,22 +292,17 @@ class _Snapshot:
     def ranked_lists(
         self, mode: Mode, depth: int, vector: np.ndarray | None, text: str | None
     ) -> dict[str, RankedList]:
-        lists: dict[str, RankedList] = {}
-        if mode in ("dense", "hybrid"):
-            assert vector is not None
-            lists["dense"] = self.dense(np.asarray(vector, dtype=np.float32).reshape(-1), depth)
-        if mode in ("lexical", "hybrid"):
-            lists["lexical"] = self.lexical(text or "", depth)
-        return lists
+        return lists_for(mode, depth, vector, text, self.dense, self.lexical)
 
     def dense(self, query: np.ndarray, top_k: int) -> RankedList:
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
         config = self.store.config
         operator, _, offset = METRICS[config.metric]
         sql, params = self._filter()
         distance = f"c.embedding {operator} %s"
         if config.kind == "hnsw" and not self._few_matches():
             assert config.hnsw is not None
-            factor = RESCORE_FACTOR[config.quantization]
+            factor = HNSW_CANDIDATES[config.quantization]
             ef = min(MAX_EF_SEARCH, max(config.hnsw.ef_search, top_k * factor))
             # The graph, not the planner's guess: a scan and sort would be exact but linear in the index (until
             # this transaction's next statement, which resets them).
@@ -315,8 +321,10 @@ class _Snapshot:
             self.conn.execute("SELECT set_config('enable_seqscan', 'on', true), "
                               "set_config('enable_bitmapscan', 'on', true)")  # fmt: skip
             if len(rows) == top_k:
+                self.path = "unfiltered" if self.where is None else "iterative"
                 return self._ranked(rows, offset)
         # Exact: `+ 0` keeps the planner off the HNSW index (the order must come from every match).
+        self.path = "unfiltered" if self.where is None else "exact"
         rows = self.conn.execute(
             f"SELECT id, distance FROM (SELECT c.id, ({distance}) + 0 AS distance FROM {self.chunks} c "
             f"WHERE {sql}) matches ORDER BY distance, id LIMIT {int(top_k)}",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from litestar import get
 from litestar.di import NamedDependency
 
@@ -14,5 +12,5 @@ from service.schemas import CacheStatsObject
 
 @get("/v1/cache", responses=error_responses(), summary="Embedding cache statistics", tags=["embeddings"])
 async def cache_stats(cache: NamedDependency[EmbeddingCache]) -> CacheStatsObject:
-    stats = await asyncio.to_thread(cache.stats)
+    stats = cache.stats()  # in memory
     return CacheStatsObject(hits=stats.hits, misses=stats.misses, entries=stats.entries, max_entries=cache.max_entries)

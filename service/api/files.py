@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -14,7 +13,7 @@ from multipart import MultipartError, MultipartSegment, ParserLimitReached, Push
 
 from service.api.errors import error_responses
 from service.errors import InvalidRequest
-from service.finetune.files import FileRecord, FileStore, FileTooLarge
+from service.finetune.files import FileRecord, FileStore, FileTooLarge, check_purpose
 from service.limits import MAX_FILES_PAGE_SIZE, MAX_FORM_FIELD_BYTES, MAX_UPLOAD_PARTS
 from service.schemas import DeletedObject, FileList, FileObject
 
@@ -45,7 +44,7 @@ def _boundary(request: Request) -> str:
       request_max_body_size=None)  # fmt: skip
 async def upload_file(request: Request, files: Files) -> FileObject:
     """multipart/form-data with `file` and `purpose`. The file part is written to disk as it arrives."""
-    file_id = files.new_id()
+    file_id = files.spool.new_id()
     fields: dict[str, bytearray] = {}  # the other parts, each at most MAX_FORM_FIELD_BYTES
     filename: str | None = None
     written = 0
@@ -61,13 +60,13 @@ async def upload_file(request: Request, files: Files) -> FileObject:
                             if filename is not None:
                                 raise InvalidRequest("Only one 'file' per upload.", param="file")
                             filename = part.filename or "upload"
-                            out = files.writer(file_id)
+                            out = files.spool.writer(file_id)
                     elif part and segment is not None:
                         if segment.name == "file" and out is not None:
                             written += len(part)
-                            if written > files.max_bytes:
+                            if written > files.spool.max_bytes:
                                 raise FileTooLarge(
-                                    f"File is larger than the limit of {files.max_bytes} bytes.", param="file"
+                                    f"File is larger than the limit of {files.spool.max_bytes} bytes.", param="file"
                                 )
                             out.write(part)
                         else:
@@ -88,8 +87,8 @@ async def upload_file(request: Request, files: Files) -> FileObject:
         purpose = fields.get("purpose", bytearray()).decode("utf-8", "replace")
         if not purpose:
             raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
-        files.check_purpose(purpose)
-        return file_object(await asyncio.to_thread(files.commit, file_id, filename, purpose))
+        check_purpose(purpose)
+        return file_object(await files.commit(file_id, filename, purpose))
     except ParserLimitReached:
         raise InvalidRequest(f"Too many parts or headers in the upload: at most {MAX_UPLOAD_PARTS} parts.",
                              param="file") from None  # fmt: skip
@@ -98,7 +97,7 @@ async def upload_file(request: Request, files: Files) -> FileObject:
     finally:
         if out is not None and not out.closed:
             out.close()
-        files.discard(file_id)
+        files.spool.discard(file_id)
 
 
 @get("/", responses=error_responses(400, 404), summary="List files")
@@ -109,7 +108,7 @@ async def list_files(
     order: FromQuery[Literal["asc", "desc"]] = "desc",
     after: FromQuery[str | None] = None,
 ) -> FileList:
-    records, has_more = await asyncio.to_thread(files.list, purpose, limit, order, after)
+    records, has_more = await files.list(purpose, limit, order, after)
     data = [file_object(r) for r in records]
     return FileList(
         data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None, has_more=has_more
@@ -118,7 +117,7 @@ async def list_files(
 
 @get("/{file_id:str}", responses=error_responses(404), summary="Retrieve a file's object")
 async def retrieve_file(file_id: FromPath[str], files: Files) -> FileObject:
-    return file_object(await asyncio.to_thread(files.get, file_id))
+    return file_object(await files.get(file_id))
 
 
 @get(
@@ -128,7 +127,7 @@ async def retrieve_file(file_id: FromPath[str], files: Files) -> FileObject:
     media_type="application/octet-stream",
 )
 async def file_content(file_id: FromPath[str], files: Files) -> Response:
-    record = await asyncio.to_thread(files.get, file_id)
+    record = await files.get(file_id)
     return Stream(
         files.chunks(record.id),
         media_type="application/octet-stream",
@@ -138,7 +137,7 @@ async def file_content(file_id: FromPath[str], files: Files) -> Response:
 
 @delete("/{file_id:str}", responses=error_responses(404), status_code=200, summary="Delete a file")
 async def delete_file(file_id: FromPath[str], files: Files) -> DeletedObject:
-    await asyncio.to_thread(files.delete, file_id)
+    await files.delete(file_id)
     return DeletedObject(id=file_id, object="file")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from litestar import Response, get
 from litestar.di import NamedDependency
 
@@ -22,9 +20,9 @@ async def health() -> dict[str, str]:
 @get("/ready", responses=error_responses(503, edge=False), summary="Readiness: models loaded and indexes reachable",
      tags=["operations"])  # fmt: skip
 async def ready(registry: NamedDependency[EmbedderRegistry], search: NamedDependency[SearchService]) -> Response[dict]:
-    models = [embedder.model_id for embedder in registry.all()]
+    models = [embedder.model_id for embedder in await registry.listed()]
     try:
-        indexes = await asyncio.to_thread(search.index_names)
+        indexes = await search.index_names()
     except OSError as exc:
         raise Unavailable(f"Not ready: the data dir cannot be read ({exc}).", code="not_ready") from None
     if not models:
@@ -35,4 +33,4 @@ async def ready(registry: NamedDependency[EmbedderRegistry], search: NamedDepend
 @get("/metrics", responses=error_responses(401, edge=False), summary="Prometheus metrics", tags=["operations"],
      media_type=CONTENT_TYPE)  # fmt: skip
 async def metrics(metrics: NamedDependency[Metrics]) -> Response[bytes]:
-    return Response(await asyncio.to_thread(metrics.render), media_type=CONTENT_TYPE)
+    return Response(await metrics.render(), media_type=CONTENT_TYPE)

@@ -18,9 +18,9 @@ def _model(embedder: Embedder) -> Model:
 
 @get("/v1/models", responses=error_responses(), summary="List models", tags=["models"])
 async def list_models(registry: NamedDependency[EmbedderRegistry]) -> ModelList:
-    return ModelList(data=[_model(embedder) for embedder in registry.all()])
+    return ModelList(data=[_model(embedder) for embedder in await registry.listed()])
 
 
 @get("/v1/models/{model_id:path}", responses=error_responses(404), summary="Retrieve a model", tags=["models"])
 async def retrieve_model(model_id: FromPath[str], registry: NamedDependency[EmbedderRegistry]) -> Model:
-    return _model(registry.get(model_id.lstrip("/")))
+    return _model(await registry.known(model_id.lstrip("/")))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from indexes.vectors import normalize
+from indexes.values import normalize
 from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult, shorten
 
 

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from indexes.vectors import normalize
+from indexes.values import normalize
 
 # A text, or a sequence of the model's token ids without special tokens.
 EmbeddingInput = str | list[int]

@@ -1,83 +1,123 @@
-"""An embedding cache in SQLite, keyed by (model, dimensions, sha256 of the input), bounded in entries."""
+"""The embedding cache, keyed by (model, dimensions, sha256 of the input), bounded in entries: the EmbeddingCache
+Protocol and its two implementations side by side (SQLite in the data dir; PostgreSQL, shared by replicas)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import msgspec
 import numpy as np
 
-from indexes.postgres.database import PgDatabase
-from indexes.sqlite import Database
+from indexes.databases.postgres import PgDatabase
+from indexes.databases.sqlite import Database, sqlite3
 from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult
 
 
-@dataclass
-class CacheStats:
+class CacheStats(msgspec.Struct, frozen=True):
     hits: int
     misses: int
     entries: int
 
 
-class EmbeddingCache:
-    def __init__(self, path: Path, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self.hits = 0
-        self.misses = 0
-        self._lock = threading.Lock()  # one writer at a time, and the counters with it
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Database(path, synchronous="NORMAL")  # a cache: losing the last writes in a power cut is fine
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, vector BLOB NOT NULL, used REAL NOT NULL)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings (used)")
-        # Kept up to date by put_many, so neither writes nor stats scan the table.
-        self._entries = self._db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+def cache_key(model: str, dimensions: int | None, item: EmbeddingInput, truncate: bool) -> bytes:
+    return hashlib.sha256(msgspec.json.encode([model, dimensions, truncate, item])).digest()
 
-    @staticmethod
-    def key(model: str, dimensions: int | None, item: EmbeddingInput, truncate: bool) -> bytes:
-        return hashlib.sha256(msgspec.json.encode([model, dimensions, truncate, item])).digest()
 
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        rows = self._db.select_in("SELECT key, vector FROM embeddings WHERE key IN ({marks})", keys)
-        found = {key: np.frombuffer(blob, dtype="<f4") for key, blob in rows}
-        with self._lock:
-            if found:
-                now = time.time()
-                with self._db.transaction() as db:
-                    db.executemany("UPDATE embeddings SET used = ? WHERE key = ?", [(now, k) for k in found])
-            self.hits += len(found)
-            self.misses += len(set(keys)) - len(found)
-        return found
+@runtime_checkable  # Litestar checks a dependency's type with isinstance()
+class EmbeddingCache(Protocol):
+    max_entries: int
 
-    def put_many(self, items: dict[bytes, np.ndarray]) -> None:
-        now = time.time()
-        keys = list(items)
-        with self._lock:
-            with self._db.transaction() as db:
-                known_rows = self._db.select_in("SELECT count(*) FROM embeddings WHERE key IN ({marks})", keys)
-                entries = self._entries + len(keys) - sum(row[0] for row in known_rows)
-                db.executemany(
-                    "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
-                    [(k, np.ascontiguousarray(v, dtype="<f4").tobytes(), now) for k, v in items.items()],
-                )
-                excess = entries - self.max_entries
-                if excess > 0:  # least recently used go first
-                    db.execute(
-                        "DELETE FROM embeddings WHERE key IN (SELECT key FROM embeddings ORDER BY used LIMIT ?)",
-                        (excess,),
-                    )
-                    entries -= excess
-            self._entries = entries  # once committed
+    async def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """The cached vectors of those `keys` that are cached (each marked as used now)."""
+        ...
+
+    async def put_many(self, items: dict[bytes, np.ndarray]) -> None:
+        """Cache these, dropping the least recently used past max_entries."""
+        ...
 
     def stats(self) -> CacheStats:
-        return CacheStats(self.hits, self.misses, self._entries)
+        """In memory: no storage is read."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class HitCounter:
+    """Hits and misses since start (per process; with replicas, per replica), shared by both caches."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+
+    def count(self, asked: Sequence[bytes], found: dict[bytes, np.ndarray]) -> None:
+        with self._lock:
+            self.hits += len(found)
+            self.misses += len(set(asked)) - len(found)
+
+
+def _cache_table(db: sqlite3.Connection) -> None:
+    """Version 1 (IF NOT EXISTS: a file from before schema versions has it)."""
+    db.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, vector BLOB NOT NULL, used REAL NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings (used)")
+
+
+SQLITE_MIGRATIONS = [_cache_table]
+
+
+class SqliteEmbeddingCache:
+    def __init__(self, db: Database, max_entries: int) -> None:
+        """`db`: opened with synchronous=NORMAL (a cache: losing the last writes in a power cut is fine)."""
+        self.max_entries = max_entries
+        self.counter = HitCounter()
+        self._writing = threading.Lock()  # one writer at a time, and the entry count with it
+        self._db = db
+        db.migrate(SQLITE_MIGRATIONS)
+        # Kept up to date by put_many, so neither writes nor stats scan the table.
+        self._entries = db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+
+    async def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        def get_many() -> dict[bytes, np.ndarray]:
+            rows = self._db.select_in("SELECT key, vector FROM embeddings WHERE key IN ({marks})", keys)
+            found = {key: np.frombuffer(blob, dtype="<f4") for key, blob in rows}
+            if found:
+                with self._writing, self._db.transaction() as db:
+                    db.executemany("UPDATE embeddings SET used = ? WHERE key = ?", [(time.time(), k) for k in found])
+            return found
+
+        found = await self._db.run(get_many)
+        self.counter.count(keys, found)
+        return found
+
+    async def put_many(self, items: dict[bytes, np.ndarray]) -> None:
+        def put_many() -> None:
+            now = time.time()
+            keys = list(items)
+            with self._writing:
+                with self._db.transaction() as db:
+                    known_rows = self._db.select_in("SELECT count(*) FROM embeddings WHERE key IN ({marks})", keys)
+                    entries = self._entries + len(keys) - sum(row[0] for row in known_rows)
+                    db.executemany(
+                        "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                        [(k, np.ascontiguousarray(v, dtype="<f4").tobytes(), now) for k, v in items.items()],
+                    )
+                    excess = entries - self.max_entries
+                    if excess > 0:  # least recently used go first
+                        db.execute(
+                            "DELETE FROM embeddings WHERE key IN (SELECT key FROM embeddings ORDER BY used LIMIT ?)",
+                            (excess,),
+                        )
+                        entries -= excess
+                self._entries = entries  # once committed
+
+        await self._db.run(put_many)
+
+    def stats(self) -> CacheStats:
+        return CacheStats(self.counter.hits, self.counter.misses, self._entries)
 
     def close(self) -> None:
         self._db.close()
@@ -110,15 +150,15 @@ class CachedEmbedder:
     async def embed(
         self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
     ) -> EmbeddingResult:
-        keys = [EmbeddingCache.key(self.inner.model_id, dimensions, item, truncate) for item in inputs]
-        found = await asyncio.to_thread(self.cache.get_many, keys)
+        keys = [cache_key(self.inner.model_id, dimensions, item, truncate) for item in inputs]
+        found = await self.cache.get_many(keys)
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         tokens = 0
         if missing:
             first_input = {k: inputs[i] for i, k in reversed(list(enumerate(keys)))}
             result = await self.inner.embed([first_input[k] for k in missing], dimensions, truncate)
             fresh = dict(zip(missing, result.vectors, strict=True))
-            await asyncio.to_thread(self.cache.put_many, fresh)
+            await self.cache.put_many(fresh)
             found.update(fresh)
             tokens = result.prompt_tokens
         return EmbeddingResult(np.stack([found[k] for k in keys]).astype(np.float32), tokens)
@@ -127,57 +167,57 @@ class CachedEmbedder:
         self.inner.close()
 
 
-PG_SCHEMA = [
+PG_MIGRATIONS = [[
     "CREATE UNLOGGED TABLE IF NOT EXISTS vsearch_embedding_cache (key bytea PRIMARY KEY, "
     "vector bytea NOT NULL, used double precision NOT NULL)",  # unlogged: a cache, rebuilt by use
     "CREATE INDEX IF NOT EXISTS vsearch_embedding_cache_used ON vsearch_embedding_cache (used)",
-]
+]]  # fmt: skip
 
 
-class PgEmbeddingCache(EmbeddingCache):
+class PgEmbeddingCache:
     """The same cache in PostgreSQL, shared by replicas (hits and misses are counted per replica)."""
 
     def __init__(self, db: PgDatabase, max_entries: int) -> None:
         self.max_entries = max_entries
-        self.hits = 0
-        self.misses = 0
-        self._lock = threading.Lock()
-        self._pg = db
-        db.migrate(PG_SCHEMA)
-        self._entries = self._count()
+        self.counter = HitCounter()
+        self._db = db
+        db.migrate("cache", PG_MIGRATIONS)
+        self._entries = int(db.execute("SELECT count(*) FROM vsearch_embedding_cache")[0][0])
 
-    def _count(self) -> int:
-        return int(self._pg.execute("SELECT count(*) FROM vsearch_embedding_cache")[0][0])
-
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
-        rows = self._pg.execute(
+    async def get_many(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        rows = await self._db.run(
+            self._db.execute,
             "UPDATE vsearch_embedding_cache SET used = %s WHERE key = ANY(%s) RETURNING key, vector",
             (time.time(), list(keys)),
         )
         found = {bytes(key): np.frombuffer(bytes(blob), dtype="<f4") for key, blob in rows}
-        with self._lock:
-            self.hits += len(found)
-            self.misses += len(set(keys)) - len(found)
+        self.counter.count(keys, found)
         return found
 
-    def put_many(self, items: dict[bytes, np.ndarray]) -> None:
-        now = time.time()
-        with self._pg.transaction() as conn:
-            conn.cursor().executemany(
-                "INSERT INTO vsearch_embedding_cache VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE "
-                "SET vector = excluded.vector, used = excluded.used",
-                [(k, np.ascontiguousarray(v, dtype="<f4").tobytes(), now) for k, v in items.items()],
-            )
-            entries = conn.execute("SELECT count(*) FROM vsearch_embedding_cache").fetchone()[0]  # type: ignore[index]
-            excess = entries - self.max_entries
-            if excess > 0:  # least recently used go first
-                conn.execute(
-                    "DELETE FROM vsearch_embedding_cache WHERE key IN "
-                    "(SELECT key FROM vsearch_embedding_cache ORDER BY used LIMIT %s)",
-                    (excess,),
+    async def put_many(self, items: dict[bytes, np.ndarray]) -> None:
+        def put_many() -> None:
+            now = time.time()
+            with self._db.transaction() as conn:
+                conn.cursor().executemany(
+                    "INSERT INTO vsearch_embedding_cache VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE "
+                    "SET vector = excluded.vector, used = excluded.used",
+                    [(k, np.ascontiguousarray(v, dtype="<f4").tobytes(), now) for k, v in items.items()],
                 )
-                entries -= excess
-        self._entries = entries
+                entries = conn.execute("SELECT count(*) FROM vsearch_embedding_cache").fetchone()[0]  # type: ignore[index]
+                excess = entries - self.max_entries
+                if excess > 0:  # least recently used go first
+                    conn.execute(
+                        "DELETE FROM vsearch_embedding_cache WHERE key IN "
+                        "(SELECT key FROM vsearch_embedding_cache ORDER BY used LIMIT %s)",
+                        (excess,),
+                    )
+                    entries -= excess
+            self._entries = entries
+
+        await self._db.run(put_many)
+
+    def stats(self) -> CacheStats:
+        return CacheStats(self.counter.hits, self.counter.misses, self._entries)
 
     def close(self) -> None:
         pass  # the database belongs to whoever made it

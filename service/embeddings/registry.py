@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult
 from service.errors import InvalidRequest, ModelNotFound
@@ -19,9 +19,10 @@ class EmbedderRegistry:
     def __init__(self, on_embedded: Callable[[str, int], None] | None = None) -> None:
         self._embedders: dict[str, Embedder] = {}
         self.on_embedded = on_embedded  # told (model, count) after each embedding call, for metrics
-        # Called before a model id is missed or the models are listed, to add models published elsewhere (by
-        # another replica sharing the database); None on a single node, where every model is added here.
-        self.discover: Callable[[], None] | None = None
+        # Awaited before a model id is missed or the models are listed (known(), listed(), embed()), to add models
+        # published elsewhere (by another replica sharing the database); None on a single node, where every model
+        # is added here. get() never discovers: it is for ids already known.
+        self.discover: Callable[[], Awaitable[None]] | None = None
 
     def add(self, embedder: Embedder) -> None:
         self._embedders[embedder.model_id] = embedder
@@ -30,16 +31,22 @@ class EmbedderRegistry:
         return model_id in self._embedders
 
     def get(self, model_id: str, param: str = "model") -> Embedder:
-        if model_id not in self._embedders and self.discover is not None:
-            self.discover()
+        """The embedder of a model known here (ModelNotFound otherwise); known() first looks elsewhere."""
         try:
             return self._embedders[model_id]
         except KeyError:
             raise ModelNotFound(model_id, param) from None
 
-    def all(self) -> list[Embedder]:
+    async def known(self, model_id: str, param: str = "model") -> Embedder:
+        """The embedder of `model_id`, discovering it first if it is not known here yet."""
+        if model_id not in self._embedders and self.discover is not None:
+            await self.discover()
+        return self.get(model_id, param)
+
+    async def listed(self) -> list[Embedder]:
+        """Every model, those published elsewhere included."""
         if self.discover is not None:
-            self.discover()
+            await self.discover()
         return list(self._embedders.values())
 
     def output_dimensions(self, model_id: str, dimensions: int | None) -> int:
@@ -79,6 +86,7 @@ class EmbedderRegistry:
         dimensions: int | None = None,
         truncate: bool = False,
     ) -> EmbeddingResult:
+        await self.known(model_id)
         self.output_dimensions(model_id, dimensions)
         if truncate:  # what lies past the window is cut anyway: never tokenise megabytes to throw them away
             limit = self.max_input_chars(model_id)
@@ -91,7 +99,7 @@ class EmbedderRegistry:
         return result
 
     async def start(self) -> None:
-        for embedder in self.all():
+        for embedder in list(self._embedders.values()):
             try:
                 await embedder.start()
             except Exception as exc:  # an upstream may come up later; its requests say so meanwhile

@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 from msgspec import Meta
 
-from indexes.vectors import normalize
+from indexes.values import normalize
 from service.embeddings.base import EmbeddingInput, EmbeddingResult
 from service.errors import Unavailable, UpstreamFailed, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
 from service.retries import RetriesExhausted, RetryPolicy, error_message, send_with_retries

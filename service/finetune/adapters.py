@@ -1,22 +1,26 @@
-"""Where fine-tuned adapters' weights are kept: files under the data dir, or PostgreSQL (every replica loads them)."""
+"""Where fine-tuned adapters' weights are kept: the AdapterStore Protocol, and its two implementations side by side:
+AdapterFiles (.npy files under the data dir) and PgAdapters (PostgreSQL: every replica loads them). Coroutines:
+the reads and writes run in a worker thread."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from indexes.postgres.database import PgDatabase
+from indexes.databases.loop import run
+from indexes.databases.postgres import PgDatabase
 
-PG_SCHEMA = ["CREATE TABLE IF NOT EXISTS vsearch_adapters (name text PRIMARY KEY, weights bytea NOT NULL)"]
+PG_MIGRATIONS = [["CREATE TABLE IF NOT EXISTS vsearch_adapters (name text PRIMARY KEY, weights bytea NOT NULL)"]]
 
 
+@runtime_checkable  # Litestar checks a dependency's type with isinstance()
 class AdapterStore(Protocol):
-    def save(self, name: str, weights: np.ndarray) -> None: ...
+    async def save(self, name: str, weights: np.ndarray) -> None: ...
 
-    def load(self, name: str) -> np.ndarray | None:
+    async def load(self, name: str) -> np.ndarray | None:
         """The weights saved under `name`, or None."""
         ...
 
@@ -26,27 +30,28 @@ class AdapterFiles:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def save(self, name: str, weights: np.ndarray) -> None:
-        np.save(self.folder / f"{name}.npy", weights)
+    async def save(self, name: str, weights: np.ndarray) -> None:
+        await run(np.save, self.folder / f"{name}.npy", weights)
 
-    def load(self, name: str) -> np.ndarray | None:
+    async def load(self, name: str) -> np.ndarray | None:
         path = self.folder / f"{name}.npy"
-        return np.load(path) if path.exists() else None
+        return await run(lambda: np.load(path) if path.exists() else None)
 
 
 class PgAdapters:
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
-        db.migrate(PG_SCHEMA)
+        db.migrate("adapters", PG_MIGRATIONS)
 
-    def save(self, name: str, weights: np.ndarray) -> None:
+    async def save(self, name: str, weights: np.ndarray) -> None:
         out = io.BytesIO()
         np.save(out, weights)
-        self._db.execute(
+        await self._db.run(
+            self._db.execute,
             "INSERT INTO vsearch_adapters VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET weights = excluded.weights",
             (name, out.getvalue()),
         )
 
-    def load(self, name: str) -> np.ndarray | None:
-        rows = self._db.execute("SELECT weights FROM vsearch_adapters WHERE name = %s", (name,))
+    async def load(self, name: str) -> np.ndarray | None:
+        rows = await self._db.run(self._db.execute, "SELECT weights FROM vsearch_adapters WHERE name = %s", (name,))
         return np.load(io.BytesIO(bytes(rows[0][0]))) if rows else None

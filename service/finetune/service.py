@@ -13,10 +13,13 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import msgspec
 import numpy as np
 
+from indexes.databases.loop import run
 from indexes.errors import StorageUnavailable
 from service.embeddings.adapter import AdapterEmbedder
 from service.embeddings.registry import EmbedderRegistry
@@ -24,7 +27,7 @@ from service.errors import InvalidRequest, NotFound
 from service.finetune.adapters import AdapterStore
 from service.finetune.files import FileStore
 from service.finetune.formats import Example, TrainingFileError, parse_examples
-from service.finetune.jobs import UNFINISHED, JobStore, PgJobStore
+from service.finetune.jobs import UNFINISHED, JobStore, PgJobStore, SqliteJobStore, new_job_id
 from service.finetune.records import (
     CheckpointMetrics,
     EventLevel,
@@ -101,7 +104,7 @@ class SharedJobs(msgspec.Struct, frozen=True, kw_only=True):
 class FineTuningService:
     def __init__(
         self,
-        jobs: JobStore | PgJobStore,
+        jobs: JobStore,
         files: FileStore,
         registry: EmbedderRegistry,
         search: SearchService,
@@ -119,22 +122,22 @@ class FineTuningService:
         self._owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"  # this replica, for leases
         self._wakeup = asyncio.Event()
         self._cancel: dict[str, threading.Event] = {}
-        self._status_lock = threading.Lock()
+        self._status_lock = asyncio.Lock()  # a status change and the cancel it checks for, one at a time
         self._queue: asyncio.Queue[str] | None = None
         self._worker: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
-    def load_models(self) -> None:
+    async def load_models(self) -> None:
         """Publish the models of succeeded jobs not served yet (at start; and, with replicas, whenever a model is
         missed or listed: another replica may have trained it)."""
-        for job in self.jobs.succeeded():
+        for job in await self.jobs.succeeded():
             if not job.fine_tuned_model or job.fine_tuned_model in self.registry:
                 continue
             if job.model not in self.registry:  # (not get(): a miss would discover, which is this)
                 log.warning("fine-tuned model %s: base %s is not served; skipped", job.fine_tuned_model, job.model)
                 continue
-            weights = self.adapters.load(job.id)  # only for a model that will be served: discovery runs often
+            weights = await self.adapters.load(job.id)  # only for a model that will be served: discovery runs often
             if weights is None:
                 continue
             base = self.registry.get(job.model)
@@ -142,13 +145,15 @@ class FineTuningService:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        await self.load_models()
         if self.shared is not None:
             self._worker = asyncio.get_running_loop().create_task(self._work_shared(self.shared))
             return
-        for job in self.jobs.unfinished():  # interrupted by a restart: run again from the start
-            self.jobs.clear_progress(job.id)
-            self.jobs.update(job.id, status="validating_files", trained_tokens=None, estimated_finish=None)
-            self.jobs.add_event(job.id, "The server restarted while this job was unfinished; it starts again.")
+        assert isinstance(self.jobs, SqliteJobStore)  # one node: its own jobs
+        for job in await self.jobs.unfinished():  # interrupted by a restart: run again from the start
+            await self.jobs.clear_progress(job.id)
+            await self.jobs.update(job.id, status="validating_files", trained_tokens=None, estimated_finish=None)
+            await self.jobs.add_event(job.id, "The server restarted while this job was unfinished; it starts again.")
             self._queue.put_nowait(job.id)
         self._worker = asyncio.get_running_loop().create_task(self._work())
 
@@ -168,7 +173,7 @@ class FineTuningService:
         return job
 
     async def _create(self, spec: JobSpec) -> FineTuningJob:
-        base = self.registry.get(spec.model)
+        base = await self.registry.known(spec.model)
         if base.base_model is not None:
             raise InvalidRequest(
                 f"Model {spec.model} is itself fine-tuned; fine-tune its base model {base.base_model} instead.",
@@ -176,7 +181,7 @@ class FineTuningService:
             )
         for param, file_id in (("training_file", spec.training_file), ("validation_file", spec.validation_file)):
             if file_id is not None:
-                await asyncio.to_thread(self._check_file, param, file_id)
+                await self._check_file(param, file_id)
         if spec.hard_negatives is not None:
             index = (await self.search.describe_index(spec.hard_negatives.index)).config
             if index.model != spec.model or index.dimensions != base.dimensions:
@@ -191,7 +196,7 @@ class FineTuningService:
             raise InvalidRequest("'beta' applies to the dpo method only.",
                                  param="method.supervised.hyperparameters.beta")  # fmt: skip
         job = FineTuningJob(
-            id=self.jobs.new_id(),
+            id=new_job_id(),
             created_at=int(time.time()),
             hyperparameters=hyperparameters,
             model=spec.model,
@@ -206,12 +211,12 @@ class FineTuningService:
             suffix=spec.suffix,
             hard_negatives=spec.hard_negatives,
         )
-        await asyncio.to_thread(self._enqueue, job)
+        await self._enqueue(job)
         return job
 
-    def _check_file(self, param: str, file_id: str) -> None:
+    async def _check_file(self, param: str, file_id: str) -> None:
         try:
-            record = self.files.get(file_id)
+            record = await self.files.get(file_id)
         except NotFound:
             raise InvalidRequest(f"Invalid file ID: {file_id}", param=param, code="invalid_file_id") from None
         if record.purpose != "fine-tune":
@@ -224,42 +229,40 @@ class FineTuningService:
         section = SupervisedMethod(hyperparameters=hyperparameters)
         return Method(type="dpo", dpo=section) if kind == "dpo" else Method(type="supervised", supervised=section)
 
-    def _enqueue(self, job: FineTuningJob) -> None:
+    async def _enqueue(self, job: FineTuningJob) -> None:
         if self._queue is None:
             raise RuntimeError("the fine-tuning worker is not running")
-        self.jobs.save(job)
-        self.jobs.add_event(job.id, f"Validating training file: {job.training_file}")
+        await self.jobs.save(job)
+        await self.jobs.add_event(job.id, f"Validating training file: {job.training_file}")
         if job.integrations:
-            self.jobs.add_event(job.id, "Integrations are recorded but not used: vsearch sends nothing to wandb.",
+            await self.jobs.add_event(job.id, "Integrations are recorded but not used: vsearch sends nothing to wandb.",
                                 level="warn")  # fmt: skip
         if self.shared is None:
             self._queue.put_nowait(job.id)
 
     async def cancel(self, job_id: str) -> FineTuningJob:
-        def cancel() -> FineTuningJob:
-            with self._status_lock:
-                job = self.jobs.get(job_id)
-                if job.status not in UNFINISHED:
-                    raise InvalidRequest(f"Job {job_id} has already {job.status}; it cannot be cancelled.",
-                                         param="job_id")  # fmt: skip
-                self._cancel.setdefault(job_id, threading.Event()).set()
-                job = self.jobs.update(job_id, status="cancelled", finished_at=int(time.time()), estimated_finish=None)
-            self.jobs.add_event(job_id, "Job cancelled at the user's request.")
-            return job
-
-        return await asyncio.to_thread(cancel)
+        async with self._status_lock:
+            job = await self.jobs.get(job_id)
+            if job.status not in UNFINISHED:
+                raise InvalidRequest(f"Job {job_id} has already {job.status}; it cannot be cancelled.",
+                                     param="job_id")  # fmt: skip
+            self._cancel.setdefault(job_id, threading.Event()).set()
+            job = await self.jobs.update(job_id, status="cancelled", finished_at=int(time.time()),
+                                         estimated_finish=None)  # fmt: skip
+        await self.jobs.add_event(job_id, "Job cancelled at the user's request.")
+        return job
 
     async def get(self, job_id: str) -> FineTuningJob:
-        return await asyncio.to_thread(self.jobs.get, job_id)
+        return await self.jobs.get(job_id)
 
     async def list(self, limit: int, after: str | None) -> tuple[list[FineTuningJob], bool]:
-        return await asyncio.to_thread(self.jobs.list, limit, after)
+        return await self.jobs.list(limit, after)
 
     async def events(self, job_id: str, limit: int, after: str | None) -> tuple[list[JobEvent], bool]:
-        return await asyncio.to_thread(self.jobs.events, job_id, limit, after)
+        return await self.jobs.events(job_id, limit, after)
 
     async def checkpoints(self, job_id: str, limit: int, after: str | None) -> tuple[list[JobCheckpoint], bool]:
-        return await asyncio.to_thread(self.jobs.checkpoints, job_id, limit, after)
+        return await self.jobs.checkpoints(job_id, limit, after)
 
     # --- the worker -----------------------------------------------------------------------------------------------
 
@@ -275,7 +278,7 @@ class FineTuningService:
         while True:
             self._wakeup.clear()
             try:
-                claimed = await asyncio.to_thread(jobs.claim, self._owner, shared.lease_s)
+                claimed = await jobs.claim(self._owner, shared.lease_s)
             except StorageUnavailable:  # the database is unreachable for now: try again at the next poll
                 log.exception("could not look for fine-tuning jobs")
                 claimed = None
@@ -285,17 +288,17 @@ class FineTuningService:
                 continue
             job_id = claimed.job.id
             if claimed.taken_over:
-                await asyncio.to_thread(self._restart, job_id, "The replica running this job stopped; it starts again.")
+                await self._restart(job_id, "The replica running this job stopped; it starts again.")
             lease = asyncio.get_running_loop().create_task(self._hold(jobs, job_id, shared))
             try:
                 await self._run_one(job_id)
             finally:
                 lease.cancel()
 
-    def _restart(self, job_id: str, why: str) -> None:
-        self.jobs.clear_progress(job_id)
+    async def _restart(self, job_id: str, why: str) -> None:
+        await self.jobs.clear_progress(job_id)
         with contextlib.suppress(JobCancelled):
-            self._move(job_id, why, status="validating_files", trained_tokens=None, estimated_finish=None)
+            await self._move(job_id, why, status="validating_files", trained_tokens=None, estimated_finish=None)
 
     async def _hold(self, jobs: PgJobStore, job_id: str, shared: SharedJobs) -> None:
         """Renew the lease on a running job; stop the run if it was cancelled (through any replica) or if the lease
@@ -304,8 +307,8 @@ class FineTuningService:
         while True:
             await asyncio.sleep(shared.lease_s / 3)
             try:
-                held = await asyncio.to_thread(jobs.renew, job_id, self._owner, shared.lease_s)
-                cancelled = (await asyncio.to_thread(jobs.get, job_id)).status == "cancelled"
+                held = await jobs.renew(job_id, self._owner, shared.lease_s)
+                cancelled = (await jobs.get(job_id)).status == "cancelled"
             except StorageUnavailable:
                 continue  # the database is unreachable for now; the lease runs on until it comes back
             if cancelled or not held:
@@ -313,16 +316,16 @@ class FineTuningService:
 
     async def _run_one(self, job_id: str) -> None:
         try:
-            await self._run(self.jobs.get(job_id))
+            await self._run(await self.jobs.get(job_id))
         except asyncio.CancelledError:
             raise
         except JobCancelled:
             pass
         except TrainingFileError as exc:
-            self._fail(job_id, JobError(code=exc.code, message=str(exc), param=exc.param))
+            await self._fail(job_id, JobError(code=exc.code, message=str(exc), param=exc.param))
         except Exception as exc:  # a bug, or a base model that failed: the job fails, the worker goes on
             log.exception("fine-tuning job %s failed", job_id)
-            self._fail(job_id, JobError(code="server_error", message=str(exc), param=None))
+            await self._fail(job_id, JobError(code="server_error", message=str(exc), param=None))
         finally:
             self._cancel.pop(job_id, None)
 
@@ -330,39 +333,40 @@ class FineTuningService:
         if self._cancel.setdefault(job_id, threading.Event()).is_set():
             raise JobCancelled
 
-    def _move(self, job_id: str, message: str, level: EventLevel = "info", **changes: object) -> FineTuningJob:
+    async def _move(self, job_id: str, message: str, level: EventLevel = "info", **changes: object) -> FineTuningJob:
         """Change the job unless the user cancelled it first (then stop the run)."""
-        with self._status_lock:
-            if self.jobs.get(job_id).status == "cancelled":
+        async with self._status_lock:
+            if (await self.jobs.get(job_id)).status == "cancelled":
                 raise JobCancelled
-            job = self.jobs.update(job_id, **changes)
-        self.jobs.add_event(job_id, message, level=level)
+            job = await self.jobs.update(job_id, **changes)
+        await self.jobs.add_event(job_id, message, level=level)
         return job
 
-    def _fail(self, job_id: str, error: JobError) -> None:
+    async def _fail(self, job_id: str, error: JobError) -> None:
         with contextlib.suppress(JobCancelled):
-            self._move(job_id, f"Job failed: {error.message}", level="error", status="failed", error=error,
+            await self._move(job_id, f"Job failed: {error.message}", level="error", status="failed", error=error,
                        finished_at=int(time.time()), estimated_finish=None)  # fmt: skip
 
     async def _run(self, job: FineTuningJob) -> None:
         self._check_cancelled(job.id)
-        examples, validation = await asyncio.to_thread(self._read_files, job)
-        job = self._move(job.id, f"Files validated ({len(examples)} training examples), moving job to queued state",
+        examples, validation = await run(self._read_files, job)
+        job = await self._move(job.id,
+                               f"Files validated ({len(examples)} training examples), moving job to queued state",
                          status="queued")  # fmt: skip
         self._check_cancelled(job.id)
         hyperparameters = resolved(job.hyperparameters)
-        job = self._move(job.id, "Fine-tuning job started", status="running", hyperparameters=hyperparameters,
+        job = await self._move(job.id, "Fine-tuning job started", status="running", hyperparameters=hyperparameters,
                          method=self._method(job.method.type, hyperparameters))  # fmt: skip
         data, tokens = await self._embed(job, examples, with_mined_negatives=True)
         valid_data = (await self._embed(job, validation, with_mined_negatives=False))[0] if validation else None
         self._check_cancelled(job.id)
-        progress = _Progress(self, job, len(examples), valid_data)
-        weights = await asyncio.to_thread(
+        progress = _Progress(self, job, len(examples), valid_data, asyncio.get_running_loop())
+        weights = await run(
             train_adapter, data, progress.config, progress.on_step, progress.on_epoch,
             lambda: self._cancel[job.id].is_set(),
         )  # fmt: skip
         self._check_cancelled(job.id)
-        await asyncio.to_thread(self._publish, job, weights, progress.rows, tokens * progress.config.epochs)
+        await self._publish(job, weights, progress.rows, tokens * progress.config.epochs)
 
     def _read_files(self, job: FineTuningJob) -> tuple[list[Example], list[Example]]:
         method = job.method.type
@@ -378,17 +382,17 @@ class FineTuningService:
         except TrainingFileError as exc:
             raise TrainingFileError(f"{file_id}: {exc}", param=param) from None
 
-    def _publish(self, job: FineTuningJob, weights: np.ndarray, rows: list[dict], trained_tokens: int) -> None:
-        self.adapters.save(job.id, weights)
-        result = self.files.save_bytes("step_metrics.csv", "fine-tune-results", metrics_csv(rows))
+    async def _publish(self, job: FineTuningJob, weights: np.ndarray, rows: list[dict], trained_tokens: int) -> None:
+        await self.adapters.save(job.id, weights)
+        result = await self.files.save_bytes("step_metrics.csv", "fine-tune-results", metrics_csv(rows))
         name = model_id(job)
         base = self.registry.get(job.model)
-        self._move(job.id, f"New fine-tuned model created: {name}", status="succeeded", fine_tuned_model=name,
+        await self._move(job.id, f"New fine-tuned model created: {name}", status="succeeded", fine_tuned_model=name,
                    result_files=[result.id], trained_tokens=trained_tokens, finished_at=int(time.time()),
                    estimated_finish=None)  # fmt: skip
         # Served only once the job is on record as succeeded: a cancel that came first publishes nothing.
         self.registry.add(AdapterEmbedder(name, base, weights, int(time.time())))
-        self.jobs.add_event(job.id, "The job has successfully completed")
+        await self.jobs.add_event(job.id, "The job has successfully completed")
 
     async def _embed(
         self, job: FineTuningJob, examples: list[Example], with_mined_negatives: bool
@@ -403,7 +407,7 @@ class FineTuningService:
         if with_mined_negatives and job.hard_negatives is not None:
             mined = await self._mine_negatives(job, queries.vectors, examples)
             negatives = [np.concatenate([own, extra]) for own, extra in zip(negatives, mined, strict=True)]
-            self.jobs.add_event(
+            await self.jobs.add_event(
                 job.id, f"Mined {sum(len(m) for m in mined)} hard negatives from index '{job.hard_negatives.index}'"
             )
         data = TrainingSet(
@@ -430,11 +434,19 @@ class FineTuningService:
 
 
 class _Progress:
-    """A running job's step metrics, events, estimated finish and per-epoch checkpoints (called from the training
-    thread)."""
+    """A running job's step metrics, events, estimated finish and per-epoch checkpoints. Called from the training
+    thread: what it records goes through the event loop (`on_loop`), as every store call does."""
 
-    def __init__(self, service: FineTuningService, job: FineTuningJob, examples: int, valid: TrainingSet | None):
+    def __init__(
+        self,
+        service: FineTuningService,
+        job: FineTuningJob,
+        examples: int,
+        valid: TrainingSet | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.service = service
+        self.loop = loop
         self.job = job
         self.valid = valid
         self.config = training_config(job)
@@ -446,15 +458,19 @@ class _Progress:
         self.rows.append({"step": step.step, "train_loss": step.loss, "train_accuracy": step.accuracy})
         if step.step % 10 == 0 or step.step == self.total:
             jobs = self.service.jobs
-            jobs.add_event(
+            self.on_loop(jobs.add_event(
                 self.job.id,
                 f"Step {step.step}/{self.total}: training loss={step.loss:.4f}",
                 data={"step": step.step, "train_loss": step.loss, "train_mean_token_accuracy": step.accuracy,
                       "total_steps": self.total},
                 type_="metrics",
-            )  # fmt: skip
+            ))  # fmt: skip
             remaining = (time.time() - self.started) / step.step * (self.total - step.step)
-            jobs.update(self.job.id, estimated_finish=int(time.time() + remaining))
+            self.on_loop(jobs.update(self.job.id, estimated_finish=int(time.time() + remaining)))
+
+    def on_loop(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run a store call on the event loop and wait for it (this thread trains; the loop owns the stores)."""
+        asyncio.run_coroutine_threadsafe(work, self.loop).result()
 
     def on_epoch(self, epoch: int, weights: np.ndarray) -> None:
         last = self.rows[-1]
@@ -463,8 +479,8 @@ class _Progress:
             valid_loss, valid_accuracy = evaluate(weights, self.valid, self.config.batch_size, self.config.temperature)
             last.update(valid_loss=valid_loss, valid_accuracy=valid_accuracy)
         step = last["step"]
-        self.service.adapters.save(f"{self.job.id}-step-{step}", weights)
-        self.service.jobs.add_checkpoint(
+        self.on_loop(self.service.adapters.save(f"{self.job.id}-step-{step}", weights))
+        self.on_loop(self.service.jobs.add_checkpoint(
             self.job.id,
             f"{model_id(self.job)}:ckpt-step-{step}",
             step,
@@ -473,6 +489,6 @@ class _Progress:
                 valid_loss=valid_loss, valid_mean_token_accuracy=valid_accuracy,
                 full_valid_loss=valid_loss, full_valid_mean_token_accuracy=valid_accuracy,
             ),
-        )  # fmt: skip
+        ))  # fmt: skip
         message = f"Checkpoint created at step {step} (epoch {epoch}/{self.config.epochs})"
-        self.service.jobs.add_event(self.job.id, message)
+        self.on_loop(self.service.jobs.add_event(self.job.id, message))

@@ -1,6 +1,7 @@
 """SearchService: the one door to indexes. Ties each index to its embedders: ingest (validate, hash, chunk,
-embed, upsert) and query (validate, embed with the query model, search). Storage work runs in worker threads, so
-every method can be awaited from the event loop. No HTTP here."""
+embed, upsert) and query (validate, embed with the query model, search). Storage work runs in worker threads
+through run() (indexes/databases/loop.py), so every method can be awaited from the event loop; a store used on the
+loop's thread refuses (BlockingCallOnLoop). No HTTP here."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from indexes.config import IndexConfig
 from indexes.contract import CatalogContract, IndexStoreContract
+from indexes.databases.loop import run
 from indexes.errors import IndexNotFound, IndexUnavailable
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from service.chunking import token_windows
@@ -75,6 +77,9 @@ class SearchService:
 
     @translates_store_errors
     async def create_index(self, spec: IndexSpec) -> IndexInfo:
+        await self._registry.known(spec.model)
+        if spec.query_model is not None:
+            await self._registry.known(spec.query_model, param="query_model")
         config = IndexConfig(
             name=spec.name,
             model=spec.model,
@@ -90,22 +95,22 @@ class SearchService:
         if spec.query_model is not None:
             self._check_query_model(config, spec.query_model)
             config = msgspec.structs.replace(config, query_model=spec.query_model)
-        await asyncio.to_thread(self._catalog.create, config)
+        await run(self._catalog.create, config)
         return await self._on_index(spec.name, _info)
 
     async def _on_index(self, name: str, work: Callable[[IndexStoreContract], T]) -> T:
         """`work(store)` in a worker thread, with index `name` held open."""
 
-        def run() -> T:
+        def use() -> T:
             with self._catalog.use(name) as store:
                 return work(store)
 
-        return await asyncio.to_thread(run)
+        return await run(use)
 
     @asynccontextmanager
     async def _holding(self, name: str) -> AsyncIterator[IndexStoreContract]:
         """Index `name` held open across awaits (embedding), for work that reads it, embeds, then writes."""
-        store = await asyncio.to_thread(self._catalog.acquire, name)
+        store = await run(self._catalog.acquire, name)
         try:
             yield store
         finally:
@@ -113,7 +118,7 @@ class SearchService:
 
     @translates_store_errors
     async def list_indexes(self) -> list[IndexInfo]:
-        return await asyncio.to_thread(self.index_stats)
+        return await self.index_stats()
 
     @translates_store_errors
     async def describe_index(self, name: str) -> IndexInfo:
@@ -121,6 +126,9 @@ class SearchService:
 
     @translates_store_errors
     async def update_index(self, name: str, change: IndexChange) -> IndexInfo:
+        if change.query_model is not msgspec.UNSET and change.query_model is not None:
+            await self._registry.known(change.query_model, param="query_model")
+
         def update(store: IndexStoreContract) -> IndexInfo:
             config = store.config
             for field, kind in (change.metadata_indexes or {}).items():  # refused before anything is written
@@ -146,7 +154,7 @@ class SearchService:
 
     @translates_store_errors
     async def delete_index(self, name: str) -> None:
-        await asyncio.to_thread(self._catalog.delete, name)
+        await run(self._catalog.delete, name)
 
     def _check_query_model(self, config: IndexConfig, query_model: str) -> None:
         embedder = self._registry.get(query_model, param="query_model")
@@ -174,11 +182,11 @@ class SearchService:
             config = store.config
             prepared = self._prepare(documents, config, chunking)
             ids = [doc.doc_id for doc in prepared]
-            stored = await asyncio.to_thread(store.content_hashes, ids)
+            stored = await run(store.content_hashes, ids)
             changed = [doc for doc in prepared if stored.get(doc.doc_id) != doc.content_hash]
             prompt_tokens = await self._embed_chunks(config, changed, chunking)
             # If the index was deleted meanwhile, this is IndexNotFound: never a write into a new one of the name.
-            result = await asyncio.to_thread(store.upsert, changed) if changed else None
+            result = await run(store.upsert, changed) if changed else None
         return IngestResult(
             ids=ids,
             created=len(result.created) if result else 0,
@@ -238,7 +246,7 @@ class SearchService:
         to_embed = [doc for doc in documents if not doc.chunks]
         if not to_embed:
             return 0
-        spans = await asyncio.to_thread(lambda: [self._spans(doc.text, config.model, chunking) for doc in to_embed])
+        spans = await run(lambda: [self._spans(doc.text, config.model, chunking) for doc in to_embed])
         texts = [
             doc.text[start:end] for doc, doc_spans in zip(to_embed, spans, strict=True) for start, end in doc_spans
         ]
@@ -305,6 +313,7 @@ class SearchService:
         """A search by text: embedded (unless lexical), then searched in a worker thread."""
         config = store.config
         model = config.query_model or config.model
+        await self._registry.known(model)  # a query model trained by another replica
         request = _request(query)
         texts = query.texts or []
         self._registry.check_lengths(model, texts, param="query")  # every mode: lexical reads it too
@@ -317,7 +326,7 @@ class SearchService:
             searches, tokens = [(None, text) for text in texts], 0
         else:
             # hybrid: the lexical lists are computed while the queries are embedded (two cores, two jobs)
-            ahead = asyncio.create_task(asyncio.to_thread(lambda: [store.prefetch_lexical(request, t) for t in texts]))
+            ahead = asyncio.create_task(run(lambda: [store.prefetch_lexical(request, t) for t in texts]))
             try:
                 result = await self._registry.embed(model, texts, config.requested_dimensions)
             finally:
@@ -325,11 +334,11 @@ class SearchService:
             searches = list(zip(result.vectors, texts, strict=True))
             tokens = result.prompt_tokens
 
-        def run() -> list[list[Hit]]:
+        def search() -> list[list[Hit]]:
             return [store.search(request, None if v is None else v[None, :], text, ahead)
                     for (v, text), ahead in zip(searches, prefetched, strict=True)]  # fmt: skip
 
-        return QueryOutcome(await asyncio.to_thread(run), model, tokens)
+        return QueryOutcome(await run(search), model, tokens)
 
     @translates_store_errors
     async def nearest(self, name: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
@@ -339,11 +348,14 @@ class SearchService:
 
     # --- operations -----------------------------------------------------------------------------------------------
 
-    def index_names(self) -> list[str]:
-        return self._catalog.names()
+    async def index_names(self) -> list[str]:
+        return await run(self._catalog.names)
 
-    def index_stats(self) -> list[IndexInfo]:
+    async def index_stats(self) -> list[IndexInfo]:
         """Every index that can be opened (one that cannot is logged and left out: it never hides the others)."""
+        return await run(self._index_stats)
+
+    def _index_stats(self) -> list[IndexInfo]:
         infos = []
         for name in self._catalog.names():
             try:

@@ -1,6 +1,6 @@
 """The search domain's typed values: what callers hand SearchService, and what it hands back.
 
-Storage value types (Hit, IndexConfig, the compiled MetadataFilter, ...) are the storage engine's own; they are
+Storage value types (Hit, IndexConfig, the validated MetadataFilter, ...) are the storage engine's own; they are
 named here because they are part of this door, so callers never reach into `indexes/`.
 """
 
@@ -12,7 +12,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from indexes.config import FieldType, HnswConfig, HnswInt, IndexConfig, Kind, LexicalTokenizer, Metric, Quantization
-from indexes.filters import MetadataFilter, compile_filter
+from indexes.filters import MetadataFilter, parse_filter
 from indexes.values import (
     ChunkMatch,
     Fusion,
@@ -111,7 +111,7 @@ class SearchQuery(Struct, frozen=True, kw_only=True):
     vector: list[float] | None = None  # dense mode only
     top_k: int = 10
     mode: Mode = "dense"
-    filter: MetadataFilter | None = None  # compiled by metadata_filter(), before anything is embedded
+    filter: MetadataFilter | None = None  # validated by metadata_filter(), before anything is embedded
     min_score: float | None = None
     fusion: Fusion = Fusion()
     with_vectors: bool = False  # return each hit's stored vector
@@ -132,5 +132,5 @@ def metadata_filter(spec: dict[str, Any]) -> MetadataFilter: ...
 def metadata_filter(spec: None) -> None: ...
 @translates_store_errors
 def metadata_filter(spec: dict[str, Any] | None) -> MetadataFilter | None:
-    """A filter as given by a caller, validated and compiled (InvalidRequest naming the bad part)."""
-    return None if spec is None else compile_filter(spec)
+    """A filter as given by a caller, validated into its typed form (InvalidFilter naming the bad part)."""
+    return None if spec is None else parse_filter(spec)

@@ -22,7 +22,8 @@ import faiss
 import numpy as np
 
 from indexes.config import IndexConfig
-from indexes.memory import back_with_huge_pages, release_free_memory
+from indexes.embedded.memory import back_with_huge_pages, release_free_memory
+from indexes.values import normalize
 
 _MAGIC = b"VSFAISS2"
 _HEADER = struct.Struct("<8sqIq")  # magic, sequence it reflects, crc32 of the payload, payload length
@@ -31,12 +32,6 @@ MERGE_SIZE = 10_000  # fresh vectors that trigger a merge: large enough for HNSW
 # rescores exactly from SQLite's float32 vectors (a page read each when they are not cached). sq8, 1M x 384-d HNSW
 # at ef_search 256, 200 queries: recall@10 0.976 with 4x, 3x or 2x, 0.955 with 1x.
 RESCORE_FACTOR = {"none": 1, "sq8": 2, "binary": 20}
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Each row scaled to unit length, as float32 (a zero row stays zero)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return (vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 class VectorIndex:

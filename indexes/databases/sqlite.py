@@ -2,13 +2,16 @@
 driver's module (its errors, a connection of their own) imports `sqlite3` from here: it may not be Python's own.
 
 One connection per thread (WAL lets readers run beside the writer), explicit transactions, and `IN (...)` lists
-batched under SQLite's bound-parameter limit.
+batched under SQLite's bound-parameter limit. The async boundary is here: `await db.run(work)` runs storage work in
+a worker thread, and a connection is never handed out on a thread that runs an event loop (BlockingCallOnLoop).
+The schema version is here too: `migrate(steps)` runs numbered steps in order and records the version in the
+file's header (PRAGMA user_version); a file newer than the code is refused (SchemaTooNew).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +22,15 @@ try:  # SQLite 3.51, where its wheel exists (Linux x86-64; pyproject.toml): FTS5
 except ImportError:  # elsewhere, the SQLite that Python links
     import sqlite3
 
+from indexes.databases.loop import forbid_event_loop, run
+from indexes.errors import SchemaTooNew
+
 IN_BATCH = 500  # values per `IN (...)`, well under SQLite's bound-parameter limit
 Synchronous = Literal["FULL", "NORMAL"]
+# A schema step: step N (1-based) brings a file at version N-1 to N, inside the migration's transaction. Steps are
+# written so that a file an older vsearch made before versions were recorded (version 0, tables there) passes
+# through them unharmed.
+Migration = Callable[[sqlite3.Connection], None]
 
 
 def batches(values: Sequence[Any], size: int = IN_BATCH) -> Iterator[list[Any]]:
@@ -48,6 +58,7 @@ class Database:
         """This thread's connection, in autocommit mode (transactions are explicit)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            forbid_event_loop(f"SQLite database {self.path.name}")
             if self._closed:  # never reopen the path: another database may live there now
                 raise DatabaseClosed(f"{self.path} is closed")
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -60,6 +71,23 @@ class Database:
                 self._connections.append(conn)
             self._local.conn = conn
         return conn
+
+    run = staticmethod(run)  # await db.run(work, *args): `work` in a worker thread, the only way in from async code
+
+    def migrate(self, steps: Sequence[Migration]) -> int:
+        """Bring the file to version len(steps), each step in its own transaction with the version it reaches;
+        returns the version found. SchemaTooNew for a file written by a newer vsearch."""
+        found = self.version()
+        if found > len(steps):
+            raise SchemaTooNew(str(self.path), found, len(steps))
+        for version, step in enumerate(steps[found:], start=found + 1):
+            with self.transaction() as db:
+                step(db)
+                db.execute(f"PRAGMA user_version = {int(version)}")
+        return found
+
+    def version(self) -> int:
+        return int(self.execute("PRAGMA user_version").fetchone()[0])
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)

@@ -26,9 +26,10 @@ from typing import Literal, TypeVar
 import msgspec
 
 from indexes.config import IndexConfig, check_name
+from indexes.databases.sqlite import sqlite3
+from indexes.embedded.record import DATABASE
+from indexes.embedded.store import DEFAULT_OPTIONS, IndexStore, StoreOptions
 from indexes.errors import IndexExists, IndexNotFound, IndexUnavailable
-from indexes.sqlite import sqlite3
-from indexes.store import DATABASE, DEFAULT_OPTIONS, IndexStore, StoreOptions
 
 log = logging.getLogger("vsearch")
 CREATING, DELETING = ".creating-", ".deleting-"
