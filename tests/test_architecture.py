@@ -43,6 +43,38 @@ def test_the_rules_see_every_module():
     assert any(within(name, "indexes") for name in service["service.search.service"])  # the walker finds imports
 
 
+def test_the_two_engines_never_import_each_other():
+    engines = {"indexes.embedded": "indexes.postgres", "indexes.postgres": "indexes.embedded"}
+    for module, imported in modules("indexes").items():
+        for engine, other in engines.items():
+            if within(module, engine):
+                assert not [name for name in imported if within(name, other)], module
+
+
+def test_nothing_outside_the_embedded_engine_imports_faiss():
+    for package in ("indexes", "service"):
+        for module, imported in modules(package).items():
+            if not within(module, "indexes.embedded"):
+                assert "faiss" not in imported, module
+
+
+def test_database_helpers_are_shared_not_engine_parts():
+    """The service's stores reach SQLite and PostgreSQL through indexes/databases/, never through an engine."""
+    for module, imported in modules("service").items():
+        assert not [name for name in imported if within(name, "indexes.postgres.database", "indexes.sqlite")], module
+        if within(module, "service.finetune", "service.embeddings"):
+            assert not [name for name in imported if within(name, "indexes.embedded", "indexes.postgres")], module
+
+
+def test_no_class_is_over_350_lines():
+    for package in ("indexes", "service"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ClassDef):
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    assert lines <= 350, f"{path.relative_to(ROOT)}: class {node.name} has {lines} lines"
+
+
 def test_the_storage_engine_never_imports_the_service():
     for module, imported in modules("indexes").items():
         assert not [name for name in imported if within(name, "service")], module

@@ -4,7 +4,6 @@ sequence of writes, folds and reopens, and a write while it loads; over HTTP, `i
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,8 @@ from indexes.config import HnswConfig, IndexConfig
 from indexes.embedded.directory import ChunkDirectory
 from indexes.embedded.store import IndexStore
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
-from tests.conftest import STORES, LiveServer, each_store
+from tests.conftest import STORES, each_store
+from tests.helpers import LiveServer, wait_until
 from tests.test_indexes_api import MODEL, add, new_index, query
 
 DIMENSIONS = 4
@@ -36,10 +36,7 @@ def document(doc_id: str, chunks: int, seed: int) -> DocumentRecord:
 
 
 def wait_for_directory(store: IndexStore) -> None:
-    deadline = time.monotonic() + 120
-    while store._index.directory is None:
-        assert time.monotonic() < deadline, "the chunk directory never loaded"
-        time.sleep(0.01)
+    wait_until(lambda: store._index.directory is not None, "the chunk directory to load", timeout=120, every=0.01)
 
 
 def named(store: IndexStore, request: SearchRequest, vector: np.ndarray) -> list[tuple]:
@@ -103,10 +100,12 @@ def test_a_write_while_it_loads_waits_and_is_named(tmp_path: Path, monkeypatch):
     store.close()
 
     scan, reads, writers = ChunkDirectory.scan, [], []
+    reopened = threading.Event()  # the load runs in the open's background thread: the new store is bound only after
 
     def overtaken(pages):
         directory = scan(pages)
         reads.append(len(directory))
+        assert reopened.wait(60)
         writer = threading.Thread(target=lambda: store.upsert([document("late", 3, 99)]))
         writer.start()  # it must wait for this load to finish
         writers.append(writer)
@@ -114,6 +113,7 @@ def test_a_write_while_it_loads_waits_and_is_named(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(ChunkDirectory, "scan", staticmethod(overtaken))
     store = IndexStore(tmp_path / "i")
+    reopened.set()
     try:
         wait_for_directory(store)
         writers[0].join(timeout=60)

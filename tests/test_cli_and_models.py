@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,7 @@ import pytest
 
 from service.embeddings import model_files
 from service.errors import ModelNotInstalled
-from tests.conftest import start_server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import free_port, start_server
 
 
 def test_python_m_service_serve_answers(data_dir: Path):

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import openai
 import pytest
 
-from tests.conftest import start_server
+from tests.helpers import start_server
 from tests.test_fine_tuning import jsonl, training_lines, wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")

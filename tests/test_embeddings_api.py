@@ -58,7 +58,7 @@ def test_foreign_token_ids_get_an_error_that_names_the_langchain_fix(http, tmp_p
     response = http.post("/v1/embeddings", json={"model": MODEL, "input": [[74, 99121]]})
     assert_error(response, 400, "input", None)
     assert "check_embedding_ctx_length=False" in response.json()["error"]["message"]
-    from tests.conftest import start_server
+    from tests.helpers import start_server
 
     strict = start_server(tmp_path, accept_token_ids=False)
     try:

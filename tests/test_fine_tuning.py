@@ -16,7 +16,8 @@ import pytest
 from indexes.databases.sqlite import Database
 from service.finetune.jobs import SqliteJobStore
 from service.finetune.records import FineTuningJob, Hyperparameters, Method
-from tests.conftest import STORES, LiveServer, each_store, start_server
+from tests.conftest import STORES, each_store
+from tests.helpers import LiveServer, start_server
 from tests.test_embeddings_api import assert_error
 from tests.test_indexes_api import MODEL, add, new_index, query
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from indexes.databases.sqlite import sqlite3
-from tests.conftest import LiveServer, start_server
+from tests.helpers import LiveServer, free_port, start_server
 from tests.test_embeddings_api import assert_error
 from tests.test_indexes_api import MODEL, add, new_index, query
 
@@ -459,11 +459,6 @@ def serve_process(data_dir: Path, port: int, open_files: int | None = None, stde
     command = [sys.executable, "-m", "service", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=limit, text=True)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_many_indexes_under_a_low_open_files_limit(tmp_path: Path):

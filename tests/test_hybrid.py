@@ -12,7 +12,8 @@ from indexes.config import IndexConfig
 from indexes.databases.sqlite import sqlite3
 from indexes.embedded.store import IndexStore
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
-from tests.conftest import STORES, LiveServer, each_store, on_postgres
+from tests.conftest import STORES, each_store, on_postgres
+from tests.helpers import LiveServer
 from tests.test_embeddings_api import assert_error
 from tests.test_indexes_api import MODEL, add, new_index, query
 

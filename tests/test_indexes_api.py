@@ -7,7 +7,8 @@ import itertools
 import httpx
 import pytest
 
-from tests.conftest import STORES, LiveServer, each_store
+from tests.conftest import STORES, each_store
+from tests.helpers import LiveServer
 from tests.test_embeddings_api import assert_error
 
 

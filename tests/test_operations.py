@@ -6,20 +6,20 @@ import asyncio
 import importlib.util
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
+import uuid
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
 from indexes.databases.sqlite import sqlite3
-from tests.conftest import start_server
+from tests.helpers import free_port, start_server, wait_until
 from tests.test_embeddings_api import assert_error
 
 MODEL = "all-MiniLM-L6-v2"
@@ -150,12 +150,6 @@ def test_health_ready_metrics_and_request_ids(server, http):
     assert "vsearch_embedding_cache_hits" in text and "vsearch_fine_tuning_jobs" in text
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_non_loopback_without_keys_refuses_to_start(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, "-m", "service", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
@@ -188,13 +182,6 @@ def in_flight(url: str) -> float:
         if line.startswith("vsearch_http_requests_in_flight "):
             return float(line.split()[1])
     raise AssertionError("no in-flight gauge")
-
-
-def wait_until(condition, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.05)
 
 
 def long_embedding_request(url: str, inputs: int, result: dict) -> threading.Thread:
@@ -273,3 +260,63 @@ def test_schemathesis_finds_no_server_errors(server, tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:]
     assert "generated" in result.stdout
+
+
+def search_paths(url: str) -> dict[tuple[str, str], float]:
+    """The planner's counter from /metrics: (engine, path) -> searches."""
+    counts = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("vsearch_searches_total{"):
+            labels = dict(part.split("=") for part in line[line.index("{") + 1 : line.index("}")].split(","))
+            counts[(labels["engine"].strip('"'), labels["path"].strip('"'))] = float(line.split()[-1])
+    return counts
+
+
+@pytest.mark.parametrize("engine", ["embedded", "postgres"])
+def test_metrics_count_searches_by_the_path_the_planner_took(engine: str, request: pytest.FixtureRequest):
+    """An operator sees a filter going slow: each search is counted by engine and by how its dense list was found."""
+    live = request.getfixturevalue(f"{engine}_server")
+    http = httpx.Client(base_url=live.url, timeout=60)
+    name = f"paths-{uuid.uuid4().hex[:8]}"
+    assert http.post("/v1/indexes", json={"name": name, "model": MODEL, "dimensions": 8}).status_code == 201
+    vectors = np.random.default_rng(5).normal(size=(40, 8)).astype("f4")
+    documents = [{"id": f"d{i}", "vector": v.tolist(), "metadata": {"cat": i % 4}} for i, v in enumerate(vectors)]
+    assert http.post(f"/v1/indexes/{name}/documents", json={"documents": documents}).status_code == 200
+    before = search_paths(live.url)
+    for body in ({}, {}, {"filter": {"cat": 1}}, {"mode": "lexical", "query": "anything"}):
+        query = body if "query" in body else {"vector": vectors[0].tolist(), **body}
+        assert http.post(f"/v1/indexes/{name}/query", json={"top_k": 3, **query}).status_code == 200
+    after = search_paths(live.url)
+    grown = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    # 40 chunks: a filter over so few is scored exactly on both engines.
+    assert grown == {(engine, "unfiltered"): 2, (engine, "exact"): 1, (engine, "lexical"): 1}
+
+
+def test_storage_refuses_to_run_on_the_event_loop_thread(tmp_path: Path, postgres: str):
+    """The async boundary cannot be forgotten: a store touched on a thread that runs an event loop raises, whatever
+    the store (so any request handler that did would fail its test with a 500), and run() is the way in."""
+    from indexes.config import IndexConfig
+    from indexes.databases.postgres import PgDatabase
+    from indexes.databases.sqlite import Database
+    from indexes.embedded.store import IndexStore
+    from indexes.errors import BlockingCallOnLoop
+    from tests.helpers import new_database
+
+    sqlite = Database(tmp_path / "a.sqlite")
+    pg = PgDatabase(new_database(postgres), pool_size=1)
+    store = IndexStore(tmp_path / "i", IndexConfig(name="i", model=MODEL, dimensions=4))
+
+    async def on_the_loop() -> None:
+        for blocking in (lambda: sqlite.execute("SELECT 1"), lambda: pg.execute("SELECT 1"), lambda: store.stats()):
+            with pytest.raises(BlockingCallOnLoop):
+                blocking()
+        assert (await sqlite.run(sqlite.execute, "SELECT 1")).fetchone() == (1,)
+        assert await pg.run(pg.execute, "SELECT 1") == [(1,)]
+        assert (await sqlite.run(store.stats)).document_count == 0
+
+    try:
+        asyncio.run(on_the_loop())
+    finally:
+        store.close()
+        sqlite.close()
+        pg.close()

@@ -17,7 +17,7 @@ from indexes.postgres import store as pg_store
 from indexes.postgres.catalog import PgCatalog
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
 from service.errors import ErrorKind, from_store_error
-from tests.conftest import new_database
+from tests.helpers import new_database
 
 N = 3000
 

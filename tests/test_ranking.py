@@ -15,7 +15,8 @@ from indexes.ranking import (
     reciprocal_rank_fusion,
 )
 from indexes.values import Fusion
-from tests.conftest import STORES, LiveServer, each_store
+from tests.conftest import STORES, each_store
+from tests.helpers import LiveServer
 from tests.test_indexes_api import add, new_index, query
 
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from service.config import ProviderConfig, RemoteModelConfig, load_settings
-from tests.conftest import ServerThread, start_server
+from tests.helpers import ServerThread, start_server
 from tests.test_indexes_api import MODEL, add, query
 
 DIMS = 8
@@ -170,7 +170,7 @@ def test_cache_evicts_least_recently_used(tmp_path: Path, store: str, request: p
     from indexes.databases.postgres import PgDatabase
     from indexes.databases.sqlite import Database
     from service.embeddings.cache import EmbeddingCache, PgEmbeddingCache, SqliteEmbeddingCache, cache_key
-    from tests.conftest import new_database
+    from tests.helpers import new_database
 
     database = PgDatabase(new_database(request.getfixturevalue("postgres"))) if store == "postgres" else None
     if database is not None:

@@ -18,7 +18,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from tests.conftest import new_database, start_server
+from tests.helpers import new_database, start_server, wait_until
 from tests.test_cli_and_models import free_port
 from tests.test_fine_tuning import TOPICS, jsonl, training_lines
 from tests.test_indexes_api import MODEL
@@ -84,13 +84,6 @@ def replicas(database: str, tmp_path: Path) -> Iterator[tuple[Replica, Replica]]
     for i in range(2):  # everything lives in PostgreSQL: a replica's data dir holds the ONNX graphs (and spools)
         assert {path.name for path in (tmp_path / f"replica{i}").iterdir()} <= {"models", "spool"}
 
-
-def wait_until(condition, what: str, timeout: float = 180) -> object:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def test_what_one_replica_acknowledges_the_other_serves_at_once(replicas):

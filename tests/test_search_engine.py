@@ -26,7 +26,8 @@ from indexes.embedded.planner import PlannerLimits, plan_filter
 from indexes.embedded.store import IndexStore, StoreOptions
 from indexes.embedded.vectors import VectorIndex
 from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
-from tests.conftest import STORES, LiveServer, each_store, start_server
+from tests.conftest import STORES, each_store
+from tests.helpers import LiveServer, start_server, wait_until
 from tests.test_indexes_api import MODEL, add, new_index, query
 
 
@@ -642,11 +643,8 @@ def test_quantized_search_rescoring_is_exact_within_its_candidates(tmp_path: Pat
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_what_is_left_in_fresh_is_merged_once_writes_pause(tmp_path: Path, monkeypatch, kind: str):
     """Fewer vectors than a merge takes stay in `fresh` (scanned by every search) only until writes pause; a write
-    meanwhile, or a reopen, finds the same documents before and after."""
-    import indexes.embedded.maintenance
-    import indexes.embedded.planner
-
-    monkeypatch.setattr(indexes.embedded.maintenance, "QUIET_SECONDS", 0.2)
+    meanwhile, or a reopen, finds the same documents before and after. The pause is held open (an hour) while the
+    test looks, then closed (0 s): no window of time to hit or miss on a busy machine."""
     hnsw = HnswConfig() if kind == "hnsw" else None
     config = IndexConfig(name="q", model=MODEL, dimensions=8, kind=kind, hnsw=hnsw)
     store = IndexStore(tmp_path / "q", config, StoreOptions(merge_size=1000))
@@ -656,12 +654,13 @@ def test_what_is_left_in_fresh_is_merged_once_writes_pause(tmp_path: Path, monke
         return [DocumentRecord(f"d{i}", "", {}, "h", [ChunkRecord(0, 0, data[i])]) for i in range(first, last)]
 
     def merged(expected: int) -> None:
-        deadline = time.monotonic() + 60
-        while store._index.vectors.fresh.ntotal and time.monotonic() < deadline:
-            time.sleep(0.02)
+        store.maintenance.set_quiet_seconds(0)  # writes have paused
+        wait_until(lambda: not store._index.vectors.fresh.ntotal, "the quiet merge", timeout=60)
         assert (store._index.vectors.fresh.ntotal, store._index.vectors.main.ntotal) == (0, expected)
+        store.maintenance.set_quiet_seconds(3600)
 
     request = SearchRequest(top_k=3)
+    store.maintenance.set_quiet_seconds(3600)
     store.upsert(documents(0, 200))
     assert store._index.vectors.fresh.ntotal == 200  # under merge_size: no merge on the write itself
     before = [[hit.id for hit in store.search(request, data[i : i + 1], None)] for i in range(0, 200, 20)]
@@ -671,7 +670,7 @@ def test_what_is_left_in_fresh_is_merged_once_writes_pause(tmp_path: Path, monke
     store.delete(["d0"])
     merged(300)
     store.close(checkpoint=False)  # `main` as of the last checkpoint (none): all of it is caught up into `fresh`
-    store = IndexStore(tmp_path / "q", options=StoreOptions(merge_size=1000))
+    store = IndexStore(tmp_path / "q", options=StoreOptions(merge_size=1000))  # waits its 5 s, or is told 0
     merged(299)
     assert [hit.id for hit in store.search(request, data[250:251], None)][0] == "d250"
     assert "d0" not in [hit.id for hit in store.search(request, data[0:1], None)]

@@ -62,6 +62,8 @@ class Maintenance:
         self._last_checkpoint = time.monotonic()
         self._last_write = time.monotonic()
         self._quiet_merge_armed = False  # a thread waits for writes to pause, to merge `fresh`
+        self.quiet_seconds = QUIET_SECONDS
+        self._wake = threading.Event()  # the quiet wait looks again (set_quiet_seconds)
 
     def after_open(self, created: bool) -> None:
         if self.index.vectors.merge_due():  # much was written after the checkpoint: serve now, merge in background
@@ -163,15 +165,21 @@ class Maintenance:
             self._quiet_merge_armed = True
             self._in_background(self._merge_once_quiet, "merge")
 
+    def set_quiet_seconds(self, seconds: float) -> None:
+        """How long writes must pause before `fresh` is merged; a wait under way looks again at once."""
+        self.quiet_seconds = seconds
+        self._wake.set()
+
     def _merge_once_quiet(self) -> None:
         index = self.index
         try:
             while True:
-                time.sleep(max(0.0, self._last_write + QUIET_SECONDS - time.monotonic()))
+                self._wake.wait(max(0.0, self._last_write + self.quiet_seconds - time.monotonic()))
+                self._wake.clear()
                 with index.lock.write():
                     if index.closed:
                         return
-                    if time.monotonic() - self._last_write >= QUIET_SECONDS and not self._saving.is_set():
+                    if time.monotonic() - self._last_write >= self.quiet_seconds and not self._saving.is_set():
                         self._quiet_merge_armed = False  # under the lock: a write after this arms a new wait
                         index.vectors.merge(self.options.build_threads)
                         break

@@ -20,7 +20,7 @@ from vsearch_client import (
     RateLimited,
 )
 
-from tests.conftest import ServerThread, start_server
+from tests.helpers import ServerThread, start_server
 
 MODEL = "all-MiniLM-L6-v2"
 _names = itertools.count()
