@@ -1,8 +1,8 @@
 """What the service needs from a storage engine: a catalog of named indexes, and each index's store.
 
-The embedded engine (indexes/catalog.py, indexes/store.py: SQLite + FAISS, one folder per index) is one
-implementation. The service (service/search/service.py) uses only what is written here, so another engine (a
-PostgreSQL + pgvector one, say) plugs in by providing these two Protocols with the same behaviour:
+Two engines implement them side by side: the embedded one (indexes/embedded/: SQLite + FAISS, one folder per index)
+and the scale-out one (indexes/postgres/: PostgreSQL + pgvector). The service (service/search/service.py) uses only
+what is written here; tests/test_architecture.py checks both engines' signatures against it. The behaviour:
 
 - Every write is atomic and durable once it returns: a crash at any instant loses nothing acknowledged, and a
   reader sees a batch entirely or not at all.
@@ -10,7 +10,9 @@ PostgreSQL + pgvector one, say) plugs in by providing these two Protocols with t
   that many match (exact for flat indexes; HNSW may miss near-ties but never returns a non-match).
 - Scores are higher-is-better (cosine, inner product, minus the L2 distance; BM25 for lexical).
 - Errors are indexes/errors.py's: IndexNotFound, IndexExists, DocumentNotFound, InvalidDocument, InvalidFilter,
-  InvalidConfig, IndexUnavailable.
+  InvalidConfig, IndexUnavailable, StorageUnavailable, SchemaTooNew.
+- Every method blocks (storage work, FAISS): call it in a worker thread (indexes/databases/loop.run); on a thread
+  that runs an event loop it raises BlockingCallOnLoop.
 """
 
 from __future__ import annotations

@@ -242,8 +242,9 @@ class QueryRequest(Struct, forbid_unknown_fields=True, kw_only=True):
 
 class QueryHit(Struct, kw_only=True, omit_defaults=True):
     id: str
-    # Higher is better. dense: cosine or inner product, or minus the Euclidean distance for l2; lexical: BM25;
-    # hybrid: the reciprocal-rank-fusion score.
+    # Higher is better. dense: cosine or inner product, or minus the Euclidean distance for l2; lexical: BM25
+    # (PostgreSQL: ts_rank); hybrid: the fused score (convex: alpha * dense + (1 - alpha) * lexical over each list's
+    # normalised scores, in [0, 1]; rrf: the sum of weight / (k + rank)).
     score: float
     ranks: dict[str, int] | None = None  # the hit's 1-based rank in each list it came from: dense, lexical
     text: str | None = None

@@ -111,6 +111,25 @@ def test_csv_tree_and_beir_sources(server, http, tmp_path: Path):
     assert http.get("/v1/indexes/beir/documents/d1").json()["text"] == "Aspirin reduces fever."
 
 
+def test_a_resumed_ingest_remembers_what_was_rejected_before(server, http, tmp_path: Path):
+    """The checkpoint carries the rejects of the records it covers: a resumed run reports them and exits non-zero
+    for the whole source, and the rejects file lists each bad record once."""
+    source = tmp_path / "grows.jsonl"
+    rows = [json.dumps({"id": f"g{i}", "text": f"row {i}"}) + "\n" for i in range(6)]
+    source.write_text("".join(rows[:2]) + '{"id": "broken", "text": \n' + "".join(rows[2:4]))
+    args = ["ingest", str(source), "--index", "grows", "--url", server.url]
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 1 and "rejected 1" in first.stderr, first.stderr
+    with source.open("a") as f:  # more records after the checkpoint: the next run resumes there
+        f.write("".join(rows[4:]))
+    resumed = run_cli(*args, cwd=tmp_path)
+    assert resumed.returncode == 1, resumed.stderr  # the source still has its bad line
+    assert "created 2, updated 0, skipped 4, rejected 1" in resumed.stderr
+    rejects = [json.loads(line) for line in (tmp_path / "grows.rejects.jsonl").read_text().splitlines()]
+    assert [r["record"] for r in rejects] == [2]
+    assert sorted(all_ids(http, "grows")) == [f"g{i}" for i in range(6)]
+
+
 def test_server_side_rejections_go_to_the_rejects_file(server, http, tmp_path: Path):
     rows = [{"id": f"ok{i}", "text": f"fine {i}"} for i in range(5)]
     rows.insert(2, {"id": "x" * 600, "text": "id too long for the server"})

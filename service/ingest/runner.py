@@ -68,8 +68,8 @@ class Summary:
     sent: int = 0
     created: int = 0
     updated: int = 0
-    skipped: int = 0  # unchanged on the server, or done by an earlier run
-    rejected: int = 0
+    skipped: int = 0  # unchanged on the server, or sent by an earlier run
+    rejected: int = 0  # by this run or, for the records a resumed run skips, by the earlier one
     elapsed: float = 0.0
 
     @property
@@ -119,21 +119,37 @@ class Ingest:
         self.retries = retries
         self.console = console or Console(stderr=True)
         self.summary = Summary()
+        self._rejected_before = 0  # rejected by earlier runs, among the records the checkpoint covers
+        self._rejected_records: list[int] = []  # record numbers rejected by this run
         self.chunking = {"chunking": {"strategy": chunking}} if chunking else {}
 
     # --- checkpoint -----------------------------------------------------------------------------------------------
 
-    def _done_records(self) -> int:
+    def _checkpoint(self) -> tuple[int, int]:
+        """(records done, how many of them were rejected), as the last run left them."""
         try:
-            return int(json.loads(self.checkpoint_path.read_text())["records_done"])
+            saved = json.loads(self.checkpoint_path.read_text())
+            return int(saved["records_done"]), int(saved.get("rejected", 0))
         except (OSError, ValueError, KeyError):
-            return 0
+            return 0, 0
 
     def _save_checkpoint(self, records_done: int) -> None:
+        rejected = self._rejected_before + sum(1 for number in self._rejected_records if number < records_done)
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.checkpoint_path.with_suffix(".partial")
-        partial.write_text(json.dumps({"records_done": records_done, "source": str(self.source.path)}))
+        partial.write_text(json.dumps({"records_done": records_done, "rejected": rejected,
+                                       "source": str(self.source.path)}))  # fmt: skip
         partial.replace(self.checkpoint_path)  # atomic: a kill never leaves half a checkpoint
+
+    def _keep_rejects_before(self, records_done: int) -> None:
+        """On a resume: the rejects file keeps the records the checkpoint covers; those after it are read and sent
+        again, and would otherwise be listed twice."""
+        if not self.rejects_path.exists():
+            return
+        lines = self.rejects_path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if json.loads(line).get("record", records_done) < records_done]
+        if len(kept) != len(lines):
+            self.rejects_path.write_text("".join(kept))
 
     # --- HTTP -----------------------------------------------------------------------------------------------------
 
@@ -189,6 +205,7 @@ class Ingest:
 
     def _reject(self, record: Record, reason: str, document: dict | None = None) -> None:
         self.summary.rejected += 1
+        self._rejected_records.append(record.number)
         entry = {"record": record.number, "reason": reason, "document": document if document else record.raw}
         with self.rejects_path.open("a") as f:
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
@@ -218,10 +235,14 @@ class Ingest:
 
     async def run(self, restart: bool = False) -> Summary:
         started = time.monotonic()
-        skip = 0 if restart else self._done_records()
-        self.summary.skipped += skip
+        skip, self._rejected_before = (0, 0) if restart else self._checkpoint()
+        skip_done = skip - self._rejected_before  # records an earlier run sent, less those it rejected
+        self.summary.skipped += skip_done
+        self.summary.rejected += self._rejected_before  # the exit status tells of the whole source, not this run
         if restart and self.rejects_path.exists():
             self.rejects_path.unlink()
+        elif skip:
+            self._keep_rejects_before(skip)
         async with httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=600) as client:
             await self._ensure_index(client)
             finished: dict[int, int] = {}  # batch number -> last record number, until the prefix is contiguous
@@ -242,7 +263,7 @@ class Ingest:
                     while next_to_checkpoint in finished:
                         self._save_checkpoint(finished.pop(next_to_checkpoint) + 1)
                         next_to_checkpoint += 1
-                    done = self.summary.created + self.summary.updated + self.summary.skipped - skip
+                    done = self.summary.created + self.summary.updated + self.summary.skipped - skip_done
                     rate = (self.summary.created + self.summary.updated) / max(time.monotonic() - started, 1e-9)
                     progress.update(task, advance=batch.size, docs=done, rate=rate)
 

@@ -36,6 +36,10 @@ from vsearch_client.types import (
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
 BATCH_SIZE = 256  # documents per request: under the server's 1,000, and small enough to embed within a timeout
+# vsearch answers "try again" with these alone: 429 (the in-flight bound) and 503 (storage unreachable, not ready,
+# shutting down). Not 500 and the like, unlike service/retries.py (RETRYABLE, for upstream providers, and the ingest
+# client's status >= 500): those retry idempotent calls (embeddings; upserts by id), while this client also makes
+# calls that are not (create an index, a file, a job), and from vsearch a 500 is a bug, not a passing state.
 RETRIED = {429, 503}
 Documents = Iterable[dict[str, Any]]  # {"id"?, "text"?, "metadata"?, "vector"?}
 Progress = Callable[[AddResult], None]
@@ -147,7 +151,10 @@ def _total(done: AddResult, more: AddResult) -> AddResult:
                      unchanged=done.unchanged + more.unchanged)  # fmt: skip
 
 
-class _Settings:
+class BaseClient:
+    """What Client and AsyncClient share, as httpx's BaseClient is for its two clients: the settings, how a call
+    becomes a request, when an answer is retried, and how it is decoded. Only sending differs between them."""
+
     def __init__(self, base_url: str | None, api_key: str | None, max_retries: int, batch_size: int) -> None:
         self.base_url = (base_url or os.environ.get("VSEARCH_URL") or DEFAULT_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("VSEARCH_API_KEY")
@@ -158,7 +165,7 @@ class _Settings:
     def headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def delay(self, response: httpx.Response, attempt: int) -> float | None:
+    def _delay(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before retrying `response`, or None when it is final."""
         if response.status_code not in RETRIED or attempt >= self.max_retries:
             return None
@@ -168,7 +175,7 @@ class _Settings:
         return random.uniform(0, min(8.0, 0.25 * 2**attempt))  # full jitter
 
     @staticmethod
-    def decode(call: _Call, response: httpx.Response) -> Any:
+    def _decode(call: _Call, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             try:
                 body = msgspec.json.decode(response.content)
@@ -177,13 +184,13 @@ class _Settings:
             raise error_for(response.status_code, body)
         return msgspec.json.decode(response.content, type=call.result) if call.result is not None else None
 
-    def request(self, client: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
+    def _request(self, client: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
         content = msgspec.json.encode(call.body, enc_hook=_plain) if call.body is not None else None
         headers = {"content-type": "application/json"} if content is not None else {}
         return client.build_request(call.method, call.path, content=content, params=call.params, headers=headers)
 
 
-class Client:
+class Client(BaseClient):
     """vsearch over HTTP. `base_url` defaults to $VSEARCH_URL or http://127.0.0.1:8000, `api_key` to
     $VSEARCH_API_KEY. 429 and 503 are retried `max_retries` times, honouring Retry-After."""
 
@@ -197,8 +204,8 @@ class Client:
         batch_size: int = BATCH_SIZE,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._settings = _Settings(base_url, api_key, max_retries, batch_size)
-        self._http = httpx.Client(base_url=self._settings.base_url, headers=self._settings.headers, timeout=timeout,
+        super().__init__(base_url, api_key, max_retries, batch_size)
+        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout,
                                   transport=transport)  # fmt: skip
 
     def __enter__(self) -> Client:
@@ -213,10 +220,10 @@ class Client:
     def _run(self, call: _Call) -> Any:
         attempt = 0
         while True:
-            response = self._http.send(self._settings.request(self._http, call))
-            delay = self._settings.delay(response, attempt)
+            response = self._http.send(self._request(self._http, call))
+            delay = self._delay(response, attempt)
             if delay is None:
-                return self._settings.decode(call, response)
+                return self._decode(call, response)
             time.sleep(delay)
             attempt += 1
 
@@ -259,7 +266,7 @@ class Client:
         """Add or replace documents (by id), any number, sent in batches as they are read from `documents` (a
         list, or any iterable: a file read line by line). `progress` gets the running totals after each batch."""
         done = AddResult()
-        for batch in _batches(documents, self._settings.batch_size):
+        for batch in _batches(documents, self.batch_size):
             done = _total(done, self._run(_Calls.add_documents(index, batch, chunking)))
             if progress is not None:
                 progress(done)
@@ -329,7 +336,7 @@ class Client:
         return [model.id for model in self._run(_Calls.list_models()).data]
 
 
-class AsyncClient:
+class AsyncClient(BaseClient):
     """Client's methods, awaitable, over httpx.AsyncClient."""
 
     def __init__(
@@ -342,8 +349,8 @@ class AsyncClient:
         batch_size: int = BATCH_SIZE,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._settings = _Settings(base_url, api_key, max_retries, batch_size)
-        self._http = httpx.AsyncClient(base_url=self._settings.base_url, headers=self._settings.headers,
+        super().__init__(base_url, api_key, max_retries, batch_size)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers,
                                        timeout=timeout, transport=transport)  # fmt: skip
 
     async def __aenter__(self) -> AsyncClient:
@@ -358,10 +365,10 @@ class AsyncClient:
     async def _run(self, call: _Call) -> Any:
         attempt = 0
         while True:
-            response = await self._http.send(self._settings.request(self._http, call))
-            delay = self._settings.delay(response, attempt)
+            response = await self._http.send(self._request(self._http, call))
+            delay = self._delay(response, attempt)
             if delay is None:
-                return self._settings.decode(call, response)
+                return self._decode(call, response)
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -395,7 +402,7 @@ class AsyncClient:
         self, index: str, documents: Documents, *, chunking: dict | None = None, progress: Progress | None = None
     ) -> AddResult:
         done = AddResult()
-        for batch in _batches(documents, self._settings.batch_size):
+        for batch in _batches(documents, self.batch_size):
             done = _total(done, await self._run(_Calls.add_documents(index, batch, chunking)))
             if progress is not None:
                 progress(done)

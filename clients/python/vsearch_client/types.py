@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
-
-Mode = Literal["dense", "lexical", "hybrid"]
-Include = Literal["text", "metadata", "vector", "chunks"]
 
 
 class Index(msgspec.Struct, kw_only=True):
