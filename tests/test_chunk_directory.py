@@ -66,6 +66,7 @@ OPERATIONS = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
 def test_hits_named_from_memory_are_the_hits_named_from_sqlite(tmp_path_factory, monkeypatch, operations):

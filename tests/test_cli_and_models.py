@@ -16,6 +16,7 @@ from service.errors import ModelNotInstalled
 from tests.helpers import free_port, start_server
 
 
+@pytest.mark.slow
 def test_python_m_service_serve_answers(data_dir: Path):
     """`python -m service serve` (what the console script runs) starts and serves the bundled model."""
     port = free_port()
@@ -41,6 +42,7 @@ def test_python_m_service_serve_answers(data_dir: Path):
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_model_dir_is_served_under_its_folder_name(tmp_path: Path):
     """Any sentence-transformers folder on disk: here a copy of the bundled one under another name."""
     bundled = model_files.bundled_model_files().folder
@@ -82,6 +84,7 @@ def test_damaged_weights_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
         model_files.bundled_model_files()
 
 
+@pytest.mark.slow
 def test_inference_without_spinning_gives_the_same_vectors(server, tmp_path: Path):
     """inference_spinning only changes how idle onnxruntime threads wait, never a result."""
     body = {"model": "all-MiniLM-L6-v2", "input": ["Hello world.", "A second, longer input text."]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,7 +31,10 @@ CORPUS = [
      "metadata": {"kind": "science"}},
 ]  # fmt: skip
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: `.ci/run` installs it (apt)")
+pytestmark = [
+    pytest.mark.slow,  # a browser driven through every screen, a fine-tuning job among them
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: `.ci/run` installs it (apt)"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +172,9 @@ def test_compare_base_and_fine_tuned_and_see_the_job(page, server):
 
 
 def test_a_server_with_keys_asks_for_one(page, tmp_path: Path):
-    secured = start_server(tmp_path, api_keys=["s3cret"])
+    # Built in a thread of its own: sync Playwright runs an event loop on this one, where storage refuses to work.
+    with ThreadPoolExecutor(1) as pool:
+        secured = pool.submit(start_server, tmp_path, api_keys=["s3cret"]).result()
     try:
         page.goto(secured.url)
         page.wait_for_selector("#key-dialog[open]")

@@ -227,6 +227,7 @@ def test_openapi_schema_and_docs_page(http):
     assert page.status_code == 200 and "swagger" in page.text.lower()
 
 
+@pytest.mark.slow
 def test_the_int8_model_is_close_to_fp32_and_usable_everywhere(openai_client, http, server):
     rows = [r for r in REFERENCE if not r["truncated"]]
     int8 = f"{MODEL}-int8"
@@ -258,6 +259,7 @@ def test_the_int8_model_is_close_to_fp32_and_usable_everywhere(openai_client, ht
     assert tuned.status_code == 200
 
 
+@pytest.mark.slow
 def test_an_interactive_request_does_not_wait_behind_bulk_work(server, monkeypatch):
     """Asserted by order: once the query is queued, the next forward pass to start is the query's own (the bulk
     batch already running finishes first; no other bulk batch may start before it)."""

@@ -21,6 +21,8 @@ from tests.helpers import LiveServer, start_server
 from tests.test_embeddings_api import assert_error
 from tests.test_indexes_api import MODEL, add, new_index, query
 
+pytestmark = pytest.mark.slow  # fine-tuning jobs trained end to end, servers restarted
+
 
 @pytest.fixture(scope="module", params=STORES)
 def server(request: pytest.FixtureRequest) -> LiveServer:

@@ -372,6 +372,7 @@ def half_sent(url: str, path: str) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow
 def test_the_in_flight_bound_is_one_for_every_route(tmp_path: Path):
     live = start_server(tmp_path, max_requests_in_flight=2)
     try:
@@ -460,7 +461,7 @@ def serve_process(data_dir: Path, port: int, open_files: int | None = None, stde
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=limit, text=True)
 
 
-
+@pytest.mark.slow
 def test_many_indexes_under_a_low_open_files_limit(tmp_path: Path):
     port = free_port()
     process = serve_process(tmp_path, port, 256)
@@ -520,6 +521,7 @@ def test_disk_full_is_a_507_that_says_so(fresh, monkeypatch, error):
         assert http.post(f"/v1/indexes/{name}/documents", json={"documents": [{"id": "a", "text": "a"}]}).is_success
 
 
+@pytest.mark.slow
 def test_an_unusable_data_dir_is_one_clear_line(tmp_path: Path):
     (tmp_path / "file").write_text("not a folder")
     process = serve_process(tmp_path / "file" / "data", free_port(), stderr=subprocess.PIPE)

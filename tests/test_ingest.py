@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 PYTHON = [sys.executable, "-m", "service"]
 
@@ -32,6 +33,7 @@ def all_ids(http: httpx.Client, index: str) -> list[str]:
         after = page["last_id"]
 
 
+@pytest.mark.slow
 def test_killed_ingest_resumes_without_loss_or_duplicates(server, http, tmp_path: Path):
     total = 20_000
     source = tmp_path / "big.jsonl"
@@ -74,6 +76,7 @@ def test_killed_ingest_resumes_without_loss_or_duplicates(server, http, tmp_path
     assert f"created 0, updated 0, skipped {total}" in again.stderr
 
 
+@pytest.mark.slow
 def test_csv_tree_and_beir_sources(server, http, tmp_path: Path):
     (tmp_path / "people.csv").write_text(
         'name,bio,city\nada,"Wrote the first program, for an engine",London\nalan,Broke codes,\n'

@@ -20,6 +20,8 @@ from indexes.databases.sqlite import Database
 from indexes.embedded.record import STEPS
 from tests.helpers import new_database, start_server
 
+pytestmark = pytest.mark.slow  # servers and `vsearch migrate` runs over a restored data dir and database
+
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())
 
@@ -63,9 +65,7 @@ def assert_everything_is_found(url: str, expected: dict) -> None:
     # Texts: dense through the model, lexical through the full-text index, and a declared field's filter.
     for mode in ("dense", "lexical", "hybrid"):
         body = {"query": "why does the volcano erupt lava", "top_k": 1, "mode": mode}
-        assert [h["id"] for h in http.post("/v1/indexes/legacy-text/query", json=body).json()["data"]] == [
-            "t0"
-        ]
+        assert [h["id"] for h in http.post("/v1/indexes/legacy-text/query", json=body).json()["data"]] == ["t0"]
     body = {"query": "volcano", "top_k": 12, "filter": {"year": {"$gte": 2006}}}
     found = {h["id"] for h in http.post("/v1/indexes/legacy-text/query", json=body).json()["data"]}
     assert found == {f"t{i}" for i in range(6, 12)}

@@ -209,6 +209,7 @@ def test_dimensions_learned_and_batches_split_and_reassembled(faulty, flaky_gate
 @pytest.mark.parametrize(
     ("faults", "extra_calls"), [(["429"], 1), (["500", "500"], 2), (["hang"], 1), (["500", "429", "500"], 3)]
 )
+@pytest.mark.slow
 def test_transient_faults_are_retried(faulty, flaky_gateway, faults, extra_calls):
     upstream, _ = faulty
     upstream.faults = list(faults)
@@ -231,6 +232,7 @@ def test_transient_faults_are_retried(faulty, flaky_gateway, faults, extra_calls
         (["hang"] * 10, 504, "timed out"),
     ],
 )
+@pytest.mark.slow
 def test_unrecoverable_faults_are_clear_errors(faulty, flaky_gateway, faults, status, words):
     upstream, _ = faulty
     upstream.faults = list(faults)
@@ -244,6 +246,7 @@ def test_unrecoverable_faults_are_clear_errors(faulty, flaky_gateway, faults, st
         assert upstream.calls - before == 1  # no retry on a 4xx other than 429
 
 
+@pytest.mark.slow
 def test_flaky_upstream_loses_no_acknowledged_document(faulty, flaky_gateway):
     with httpx.Client(base_url=flaky_gateway.url, timeout=60) as http:
         assert http.post("/v1/indexes", json={"name": "flaky", "model": "flaky-model"}).status_code == 200
@@ -261,6 +264,7 @@ def test_flaky_upstream_loses_no_acknowledged_document(faulty, flaky_gateway):
     assert stored == {doc_id for ids in acknowledged for doc_id in ids}
 
 
+@pytest.mark.slow
 def test_toml_config_file(tmp_path: Path):
     config = tmp_path / "vsearch.toml"
     config.write_text(

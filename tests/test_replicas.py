@@ -23,6 +23,8 @@ from tests.test_cli_and_models import free_port
 from tests.test_fine_tuning import TOPICS, jsonl, training_lines
 from tests.test_indexes_api import MODEL
 
+pytestmark = pytest.mark.slow  # replica processes started, killed and restarted
+
 LEASE_S = 3  # short, so that a dead replica's job is taken over within the test
 
 
@@ -83,7 +85,6 @@ def replicas(database: str, tmp_path: Path) -> Iterator[tuple[Replica, Replica]]
         replica.stop()
     for i in range(2):  # everything lives in PostgreSQL: a replica's data dir holds the ONNX graphs (and spools)
         assert {path.name for path in (tmp_path / f"replica{i}").iterdir()} <= {"models", "spool"}
-
 
 
 def test_what_one_replica_acknowledges_the_other_serves_at_once(replicas):

@@ -182,6 +182,7 @@ def random_index(server, request) -> tuple[str, dict[str, dict]]:
     return name, documents
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=FILTERS)
 def test_filters_match_python_evaluation(http, random_index, spec):
@@ -219,6 +220,7 @@ def test_invalid_filters_are_400(http, random_index, spec):
     assert "filter" in response.json()["error"]["message"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_filter_matching_one_in_ten_thousand(http, kind):
     rng = np.random.default_rng(1)
@@ -242,6 +244,7 @@ def test_filter_matching_one_in_ten_thousand(http, kind):
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
 
+@pytest.mark.slow
 def test_restart_finds_everything(tmp_path: Path):
     first = start_server(tmp_path)
     try:
@@ -260,6 +263,7 @@ def test_restart_finds_everything(tmp_path: Path):
         second.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["delete", "corrupt", "truncate"])
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_missing_or_corrupt_faiss_file_is_rebuilt(tmp_path: Path, damage: str, kind: str):
