@@ -60,10 +60,6 @@ class IndexStore:
     def config(self) -> IndexConfig:
         return self._index.config
 
-    @property
-    def folder(self) -> Path:
-        return self._index.folder
-
     @contextmanager
     def _reading(self) -> Iterator[OpenIndex]:
         forbid_event_loop(f"index '{self.config.name}'")  # a search may read no SQLite page, yet takes the lock

@@ -32,7 +32,16 @@ from service.schemas import (
     UpdateIndexRequest,
 )
 from service.search.service import SearchService
-from service.search.values import Chunking, Fusion, Hit, IndexInfo, SearchQuery, StoredDocument, metadata_filter
+from service.search.values import (
+    Chunking,
+    Fusion,
+    Hit,
+    IndexInfo,
+    SearchQuery,
+    SearchRequest,
+    StoredDocument,
+    metadata_filter,
+)
 
 Search = NamedDependency[SearchService]
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)]
@@ -189,9 +198,7 @@ async def query_index(
     if len(given) != 1:
         raise InvalidRequest("Give exactly one of 'query', 'vector' or 'queries'.", param="query")
     weights = data.weights
-    query = SearchQuery(
-        texts=[data.query] if data.query is not None else data.queries,
-        vector=data.vector,
+    request = SearchRequest(
         top_k=data.top_k,
         mode=data.mode,
         filter=metadata_filter(data.filter),
@@ -208,6 +215,8 @@ async def query_index(
         group_by=data.group_by,
         diversity=data.diversity,
     )
+    query = SearchQuery(texts=[data.query] if data.query is not None else data.queries, vector=data.vector,
+                        request=request)  # fmt: skip
     outcome = await search.query(name, query)
     usage = EmbeddingUsage(prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens)
     lists = [[hit_object(hit, list(data.include)) for hit in hits] for hits in outcome.hits]

@@ -104,6 +104,23 @@ class FileStore(Protocol):
     def close(self) -> None: ...
 
 
+def page_query(
+    table: str, position: str, mark: str, purpose: str | None, limit: int, order: Order, after: str | None
+) -> tuple[str, list]:
+    """A page of files in upload order (`position`: the column that keeps it), after the file `after`: the SQL, in
+    the dialect whose placeholder is `mark`, and its parameters (limit + 1 rows: one more tells more follow)."""
+    where, params = [], []
+    if purpose:
+        where.append(f"purpose = {mark}")
+        params.append(purpose)
+    if after:
+        where.append(f"{position} {'<' if order == 'desc' else '>'} (SELECT {position} FROM {table} WHERE id = {mark})")
+        params.append(after)
+    sql = f"SELECT id, filename, purpose, bytes, created_at FROM {table}"
+    sql += (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {position} {order.upper()} LIMIT {mark}"
+    return sql, [*params, limit + 1]
+
+
 def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     rest = b""
     for chunk in chunks:
@@ -162,17 +179,10 @@ class LocalFileStore:
         self, purpose: str | None, limit: int, order: Order, after: str | None
     ) -> tuple[list[FileRecord], bool]:
         def files() -> tuple[list[FileRecord], bool]:
-            where, params = [], []
-            if purpose:
-                where.append("purpose = ?")
-                params.append(purpose)
             if after:
                 self._get(after)
-                where.append(f"rowid {'<' if order == 'desc' else '>'} (SELECT rowid FROM files WHERE id = ?)")
-                params.append(after)
-            sql = "SELECT id, filename, purpose, bytes, created_at FROM files"
-            sql += (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY rowid {order.upper()} LIMIT ?"
-            rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
+            sql, params = page_query("files", "rowid", "?", purpose, limit, order, after)
+            rows = self._db.execute(sql, params).fetchall()
             return [FileRecord(*row) for row in rows[:limit]], len(rows) > limit
 
         return await self._db.run(files)
@@ -259,17 +269,10 @@ class PgFileStore:
         self, purpose: str | None, limit: int, order: Order, after: str | None
     ) -> tuple[list[FileRecord], bool]:
         def files() -> tuple[list[FileRecord], bool]:
-            where, params = [], []
-            if purpose:
-                where.append("purpose = %s")
-                params.append(purpose)
             if after:
                 self._get(after)
-                where.append(f"seq {'<' if order == 'desc' else '>'} (SELECT seq FROM vsearch_files WHERE id = %s)")
-                params.append(after)
-            sql = "SELECT id, filename, purpose, bytes, created_at FROM vsearch_files"
-            sql += (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY seq {order.upper()} LIMIT %s"
-            rows = self._db.execute(sql, [*params, limit + 1])
+            sql, params = page_query("vsearch_files", "seq", "%s", purpose, limit, order, after)
+            rows = self._db.execute(sql, params)
             return [FileRecord(*row) for row in rows[:limit]], len(rows) > limit
 
         return await self._db.run(files)

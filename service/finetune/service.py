@@ -236,7 +236,7 @@ class FineTuningService:
         await self.jobs.add_event(job.id, f"Validating training file: {job.training_file}")
         if job.integrations:
             await self.jobs.add_event(job.id, "Integrations are recorded but not used: vsearch sends nothing to wandb.",
-                                level="warn")  # fmt: skip
+                                      level="warn")  # fmt: skip
         if self.shared is None:
             self._queue.put_nowait(job.id)
 
@@ -469,8 +469,9 @@ class _Progress:
             self.on_loop(jobs.update(self.job.id, estimated_finish=int(time.time() + remaining)))
 
     def on_loop(self, work: Coroutine[Any, Any, object]) -> None:
-        """Run a store call on the event loop and wait for it (this thread trains; the loop owns the stores)."""
-        asyncio.run_coroutine_threadsafe(work, self.loop).result()
+        """Run a store call on the event loop and wait for it (this thread trains; the loop owns the stores). The
+        bound: a loop stopped under a running job fails the job instead of leaving this thread waiting forever."""
+        asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout=120)
 
     def on_epoch(self, epoch: int, weights: np.ndarray) -> None:
         last = self.rows[-1]

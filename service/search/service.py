@@ -286,10 +286,11 @@ class SearchService:
     @translates_store_errors
     async def query(self, name: str, query: SearchQuery) -> QueryOutcome:
         """Everything that can be refused is checked before anything is embedded (an embedding may be paid for)."""
-        if query.min_score is not None:
-            float32_vector([query.min_score], "min_score")
-        if query.top_k > self._limits.max_top_k:
-            raise InvalidRequest(f"top_k is {query.top_k}; at most {self._limits.max_top_k} is allowed.",
+        request = query.request
+        if request.min_score is not None:
+            float32_vector([request.min_score], "min_score")
+        if request.top_k > self._limits.max_top_k:
+            raise InvalidRequest(f"top_k is {request.top_k}; at most {self._limits.max_top_k} is allowed.",
                                  param="top_k")  # fmt: skip
         if query.vector is not None:  # nothing to await in between: one trip to a worker thread
             return await self._on_index(name, lambda store: self._search_by_vector(store, query))
@@ -298,15 +299,15 @@ class SearchService:
 
     def _search_by_vector(self, store: IndexStoreContract, query: SearchQuery) -> QueryOutcome:
         config = store.config
-        if query.mode != "dense":
-            raise InvalidRequest(f"mode '{query.mode}' needs a text query, not a vector.", param="mode")
+        if query.request.mode != "dense":
+            raise InvalidRequest(f"mode '{query.request.mode}' needs a text query, not a vector.", param="mode")
         if len(query.vector or ()) != config.dimensions:
             raise InvalidRequest(
                 f"vector has {len(query.vector or ())} dimensions; index '{config.name}' has {config.dimensions}.",
                 param="vector",
             )
         vector = float32_vector(query.vector or [], "vector")
-        hits = store.search(_request(query), vector[None, :], None)
+        hits = store.search(query.request, vector[None, :], None)
         return QueryOutcome([hits], config.query_model or config.model, 0)
 
     async def _search(self, store: IndexStoreContract, query: SearchQuery) -> QueryOutcome:
@@ -314,7 +315,7 @@ class SearchService:
         config = store.config
         model = config.query_model or config.model
         await self._registry.known(model)  # a query model trained by another replica
-        request = _request(query)
+        request = query.request
         texts = query.texts or []
         self._registry.check_lengths(model, texts, param="query")  # every mode: lexical reads it too
         for i, text in enumerate(texts):
@@ -322,7 +323,7 @@ class SearchService:
                 raise InvalidRequest(f"query {i} is empty.", param="query")
         searches: list[tuple[np.ndarray | None, str]]
         prefetched: list = [None] * len(texts)
-        if query.mode == "lexical":  # BM25 alone needs no embedding
+        if request.mode == "lexical":  # BM25 alone needs no embedding
             searches, tokens = [(None, text) for text in texts], 0
         else:
             # hybrid: the lexical lists are computed while the queries are embedded (two cores, two jobs)
@@ -368,9 +369,3 @@ class SearchService:
     def close(self) -> None:
         self._catalog.close()  # checkpoints every open index
 
-
-def _request(query: SearchQuery) -> SearchRequest:
-    return SearchRequest(mode=query.mode, top_k=query.top_k, filter=query.filter, min_score=query.min_score,
-                         fusion=query.fusion, with_vectors=query.with_vectors,
-                         with_documents=query.with_documents, group_by=query.group_by,
-                         diversity=query.diversity)  # fmt: skip

@@ -22,6 +22,7 @@ from indexes.values import (
     IndexStats,
     Mode,
     Normalization,
+    SearchRequest,
     StoredDocument,
 )
 from service.chunking import DEFAULT_OVERLAP_TOKENS
@@ -31,8 +32,8 @@ from service.limits import MAX_DOCUMENT_ID_LENGTH
 __all__ = [
     "ChunkMatch", "Chunking", "DocumentPage", "FieldType", "Fusion", "FusionMethod", "GroupBy", "HnswConfig", "Hit",
     "IndexChange", "IndexInfo", "IndexSpec", "IngestResult", "Kind", "LexicalTokenizer", "MetadataFilter", "Metric",
-    "Mode", "NewDocument", "Normalization", "Quantization", "QueryOutcome", "SearchQuery", "StoredDocument",
-    "metadata_filter",
+    "Mode", "NewDocument", "Normalization", "Quantization", "QueryOutcome", "SearchQuery", "SearchRequest",
+    "StoredDocument", "metadata_filter",
 ]  # fmt: skip
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -105,19 +106,12 @@ class DocumentPage(Struct, frozen=True):
 
 
 class SearchQuery(Struct, frozen=True, kw_only=True):
-    """One search, or a batch of texts searched alike. Exactly one of `texts` and `vector`."""
+    """One search, or a batch of texts searched alike: exactly one of `texts` and `vector`, and how each is searched
+    (the engine's SearchRequest as it is; its filter validated by metadata_filter(), before anything is embedded)."""
 
     texts: list[str] | None = None
     vector: list[float] | None = None  # dense mode only
-    top_k: int = 10
-    mode: Mode = "dense"
-    filter: MetadataFilter | None = None  # validated by metadata_filter(), before anything is embedded
-    min_score: float | None = None
-    fusion: Fusion = Fusion()
-    with_vectors: bool = False  # return each hit's stored vector
-    with_documents: bool = True  # return each hit's text, metadata and chunk spans
-    group_by: GroupBy = "chunk"
-    diversity: float | None = None  # MMR's lambda, 0..1
+    request: SearchRequest = SearchRequest()
 
 
 class QueryOutcome(Struct, frozen=True):
