@@ -17,6 +17,7 @@ from typing import BinaryIO, Literal, Protocol, runtime_checkable
 import msgspec
 import sqlite_utils
 
+from indexes.databases.loop import run
 from indexes.databases.postgres import PgDatabase
 from indexes.databases.sqlite import Database, sqlite3
 from service.errors import InvalidRequest, NotFound, TooLarge
@@ -83,8 +84,6 @@ class FileStore(Protocol):
         """Make the spooled upload `file_id` a file."""
         ...
 
-    async def save_bytes(self, filename: str, purpose: str, content: bytes) -> FileRecord: ...
-
     async def get(self, file_id: str) -> FileRecord: ...
 
     async def list(
@@ -119,6 +118,13 @@ def page_query(
     sql = f"SELECT id, filename, purpose, bytes, created_at FROM {table}"
     sql += (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {position} {order.upper()} LIMIT {mark}"
     return sql, [*params, limit + 1]
+
+
+async def save_bytes(files: FileStore, filename: str, purpose: str, content: bytes) -> FileRecord:
+    """A file made from bytes in memory (a job's result), as an upload would be: spooled, then committed."""
+    file_id = files.spool.new_id()
+    await run(files.spool.partial(file_id).write_bytes, content)
+    return await files.commit(file_id, filename, purpose)
 
 
 def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -159,11 +165,6 @@ class LocalFileStore:
             return record
 
         return await self._db.run(commit)
-
-    async def save_bytes(self, filename: str, purpose: str, content: bytes) -> FileRecord:
-        file_id = self.spool.new_id()
-        await self._db.run(self.spool.partial(file_id).write_bytes, content)
-        return await self.commit(file_id, filename, purpose)
 
     def _get(self, file_id: str) -> FileRecord:
         self.spool.path(file_id)
@@ -247,11 +248,6 @@ class PgFileStore:
             return record
 
         return await self._db.run(commit)
-
-    async def save_bytes(self, filename: str, purpose: str, content: bytes) -> FileRecord:
-        file_id = self.spool.new_id()
-        await self._db.run(self.spool.partial(file_id).write_bytes, content)
-        return await self.commit(file_id, filename, purpose)
 
     def _get(self, file_id: str) -> FileRecord:
         self.spool.path(file_id)

@@ -25,7 +25,7 @@ from service.embeddings.adapter import AdapterEmbedder
 from service.embeddings.registry import EmbedderRegistry
 from service.errors import InvalidRequest, NotFound
 from service.finetune.adapters import AdapterStore
-from service.finetune.files import FileStore
+from service.finetune.files import FileStore, save_bytes
 from service.finetune.formats import Example, TrainingFileError, parse_examples
 from service.finetune.jobs import UNFINISHED, JobStore, PgJobStore, SqliteJobStore, new_job_id
 from service.finetune.records import (
@@ -384,7 +384,7 @@ class FineTuningService:
 
     async def _publish(self, job: FineTuningJob, weights: np.ndarray, rows: list[dict], trained_tokens: int) -> None:
         await self.adapters.save(job.id, weights)
-        result = await self.files.save_bytes("step_metrics.csv", "fine-tune-results", metrics_csv(rows))
+        result = await save_bytes(self.files, "step_metrics.csv", "fine-tune-results", metrics_csv(rows))
         name = model_id(job)
         base = self.registry.get(job.model)
         await self._move(job.id, f"New fine-tuned model created: {name}", status="succeeded", fine_tuned_model=name,
