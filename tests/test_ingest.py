@@ -99,7 +99,7 @@ def test_csv_tree_and_beir_sources(server, http, tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert all_ids(http, "site") == ["guide/page.html", "readme.md"]
     page = http.get("/v1/indexes/site/documents/guide/page.html").json()
-    assert page["text"] == "Guide Hello world" and page["metadata"] == {"title": "Guide"}
+    assert page["text"] == "Guide\n\nHello world" and page["metadata"] == {"title": "Guide"}
 
     beir = tmp_path / "beir"
     beir.mkdir()

@@ -1,4 +1,4 @@
-"""Document sources for bulk ingest, read as streams: JSONL, CSV, a BEIR corpus folder, a tree of text files.
+"""Document sources for bulk ingest, read as streams: JSONL, CSV, a BEIR corpus folder, a folder of documents.
 
 Each yields `Record`s in a fixed order (so a resumed run can skip what an earlier one finished), each with the
 bytes it took in the source (for progress) and either its fields or why it could not be read.
@@ -14,10 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bs4 import BeautifulSoup
-
-TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
-HTML_SUFFIXES = {".html", ".htm"}
+from service.documents import SUFFIXES, DocumentError, parse_document
 
 
 @dataclass
@@ -106,32 +103,22 @@ def _tree_files(root: Path) -> list[Path]:
         dirs.sort()
         for name in sorted(files):
             path = Path(folder) / name
-            if path.suffix.lower() in TEXT_SUFFIXES | HTML_SUFFIXES:
+            if path.suffix.lower() in SUFFIXES:
                 found.append(path)
     return found
 
 
-def html_to_text(html: str) -> tuple[str, str | None]:
-    """Visible text and title of an HTML page (scripts and styles dropped)."""
-    soup = BeautifulSoup(html, "html.parser")
-    for element in soup(["script", "style", "noscript", "template"]):
-        element.decompose()
-    title = soup.title.get_text(strip=True) if soup.title else None
-    return " ".join(soup.get_text(" ").split()), title
-
-
 def _tree(root: Path) -> Iterator[Record]:
+    """Each document of the folder (service/documents/ parses it), its path relative to `root` as its id."""
     for number, path in enumerate(_tree_files(root)):
         data = path.read_bytes()
         relative = path.relative_to(root).as_posix()
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            yield Record(number, len(data), error=f"{relative}: not UTF-8 text", raw=relative)
+            parsed = parse_document(relative, data)
+        except DocumentError as exc:
+            yield Record(number, len(data), error=f"{relative}: {exc.message}", raw=relative)
             continue
-        fields: dict[str, Any] = {"path": relative, "text": text}
-        if path.suffix.lower() in HTML_SUFFIXES:
-            fields["text"], title = html_to_text(text)
-            if title:
-                fields["title"] = title
+        fields: dict[str, Any] = {"path": relative, "text": parsed.text}
+        if parsed.title:
+            fields["title"] = parsed.title
         yield Record(number, len(data), fields=fields)
