@@ -19,6 +19,7 @@ from tests.test_ingest import all_ids, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: `.ci/run` installs it (apt)")
+browser = pytest.mark.browser  # prints with Chromium
 
 TWO_PAGES = """<html><head><title>Tide tables</title><style>.next { page-break-before: always }</style></head><body>
 <h1>Tides</h1><p>The moon's gravity pulls on the oceans and raises two bulges of water.</p>
@@ -57,6 +58,7 @@ def at(parsed, sentence: str):
     return parsed.section_at(parsed.text.index(sentence))
 
 
+@browser
 @needs_chromium
 def test_a_pdf_printed_by_chromium_gives_its_text_by_page(tmp_path: Path):
     parsed = parse_document("tides.pdf", print_pdf(TWO_PAGES, tmp_path, "tides").read_bytes())
@@ -88,6 +90,7 @@ def test_html_markdown_latin1_and_json():
     assert "bowline" in data.text and "sailing" in data.text
 
 
+@browser
 @needs_chromium
 def test_files_that_cannot_be_read_fail_with_openais_codes(tmp_path: Path):
     pdf = print_pdf(TWO_PAGES, tmp_path, "tides").read_bytes()
@@ -111,6 +114,8 @@ def test_files_that_cannot_be_read_fail_with_openais_codes(tmp_path: Path):
         assert (caught.value.code, words in caught.value.message) == (code, True), (name, caught.value.message)
 
 
+@pytest.mark.slow
+@browser
 @needs_chromium
 def test_vsearch_ingest_reads_a_folder_of_documents(server, http, tmp_path: Path):
     folder = tmp_path / "library"
