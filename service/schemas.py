@@ -268,7 +268,9 @@ class QueryResultList(Struct, kw_only=True):
 
 class BatchQueryResult(Struct, kw_only=True):
     object: Literal["list"] = "list"
-    data: list[QueryResultList]
+    # One list per query, and a batch has at least one: minItems tells it apart, in the response's oneOf, from a
+    # single query's QueryResult with no hits (`"data": []` would match both).
+    data: Annotated[list[QueryResultList], Meta(min_length=1)]
     model: str
     usage: EmbeddingUsage
 

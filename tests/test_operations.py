@@ -326,3 +326,17 @@ def test_storage_refuses_to_run_on_the_event_loop_thread(tmp_path: Path, postgre
         store.close()
         sqlite.close()
         pg.close()
+
+
+def test_a_query_with_no_hits_matches_exactly_one_response_schema(server, http):
+    """The query route answers QueryResult or BatchQueryResult (oneOf): a single query with no hits, `"data": []`,
+    must match only the first (schemathesis found it matching both)."""
+    import jsonschema
+
+    spec = http.get("/docs/openapi.json").json()
+    responses = spec["paths"]["/v1/indexes/{name}/query"]["post"]["responses"]
+    schema = {**responses["200"]["content"]["application/json"]["schema"], "components": spec["components"]}
+    http.post("/v1/indexes", json={"name": "no-hits", "model": MODEL})
+    answer = http.post("/v1/indexes/no-hits/query", json={"query": "anything", "top_k": 3}).json()
+    assert answer["data"] == []
+    jsonschema.validate(answer, schema)  # oneOf: exactly one matches
