@@ -90,6 +90,7 @@ def test_html_markdown_latin1_and_json():
     assert "bowline" in data.text and "sailing" in data.text
 
 
+@pytest.mark.slow
 @browser
 @needs_chromium
 def test_files_that_cannot_be_read_fail_with_openais_codes(tmp_path: Path):
