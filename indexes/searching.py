@@ -74,8 +74,7 @@ def lists_for(
     RankingSource's ranked_lists, for both engines)."""
     lists: dict[str, RankedList] = {}
     if mode in ("dense", "hybrid"):
-        if vector is None:
-            raise ValueError(f"{mode} search needs a query vector")
+        assert vector is not None  # ranked_search() refuses a dense search without one
         lists["dense"] = dense(vector, depth)
     if mode in ("lexical", "hybrid"):
         lists["lexical"] = lexical(text or "", depth)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import LiveServer, ServerThread, new_database, start_server  # noqa: F401 (tests import them here)
+from tests.helpers import LiveServer, new_database, start_server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

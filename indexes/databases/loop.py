@@ -14,10 +14,12 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-def forbid_event_loop(what: str) -> None:
-    # asyncio._get_running_loop (in asyncio's __all__) answers None off the loop without raising: a few ns a call.
+def forbid_event_loop(what: str, name: str = "") -> None:
+    """On every search and write, so nothing is formatted unless it raises. asyncio._get_running_loop (in asyncio's
+    __all__) answers None off the loop without raising."""
     if asyncio._get_running_loop() is not None:
-        raise BlockingCallOnLoop(f"{what} was used on the event loop's thread; await it through run()")
+        named = f"{what} '{name}'" if name else what
+        raise BlockingCallOnLoop(f"{named} was used on the event loop's thread; await it through run()")
 
 
 async def run(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

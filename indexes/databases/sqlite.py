@@ -58,7 +58,7 @@ class Database:
         """This thread's connection, in autocommit mode (transactions are explicit)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            forbid_event_loop(f"SQLite database {self.path.name}")
+            forbid_event_loop("SQLite database", self.path.name)
             if self._closed:  # never reopen the path: another database may live there now
                 raise DatabaseClosed(f"{self.path} is closed")
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)

@@ -23,7 +23,7 @@ from indexes.databases.loop import forbid_event_loop
 from indexes.embedded.filters import SqlFilter, compile_sqlite
 from indexes.embedded.maintenance import Maintenance, recover_vectors
 from indexes.embedded.planner import FilterPlanner
-from indexes.embedded.record import IndexRecord, index_fields
+from indexes.embedded.record import DATABASE, IndexRecord, index_fields
 from indexes.embedded.search import PrefetchedList, StoreSnapshot
 from indexes.embedded.state import DEFAULT_OPTIONS, VECTORS, OpenIndex, StoreOptions
 from indexes.errors import DocumentNotFound
@@ -49,7 +49,7 @@ class IndexStore:
         """Open the index in `folder` (its schema brought up to date), creating it with `config` when given."""
         if config is not None:
             folder.mkdir(parents=True, exist_ok=False)
-        record = IndexRecord(folder / "index.sqlite", check_config(config) if config is not None else None)
+        record = IndexRecord(folder / DATABASE, check_config(config) if config is not None else None)
         vectors, checkpoint_seq = recover_vectors(record, options, folder / VECTORS)
         self._index = OpenIndex(folder, record, vectors, options)
         self._planner = FilterPlanner(options.planner)
@@ -62,14 +62,14 @@ class IndexStore:
 
     @contextmanager
     def _reading(self) -> Iterator[OpenIndex]:
-        forbid_event_loop(f"index '{self.config.name}'")  # a search may read no SQLite page, yet takes the lock
+        forbid_event_loop("index", self.config.name)  # a search may read no SQLite page, yet takes the lock
         with self._index.lock.read():
             self._index.check_open()
             yield self._index
 
     @contextmanager
     def _writing(self) -> Iterator[OpenIndex]:
-        forbid_event_loop(f"index '{self.config.name}'")
+        forbid_event_loop("index", self.config.name)
         with self._index.lock.write():
             self._index.check_open()
             yield self._index
