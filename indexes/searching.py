@@ -162,6 +162,8 @@ def build_hits(
                 vector=row.vector,
                 ranks=ranks.get(chunk_id, {}),
                 chunks=matches,
+                start=row.start,
+                end=row.end,
             )
         )
     return hits

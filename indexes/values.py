@@ -80,6 +80,8 @@ class Hit(msgspec.Struct, frozen=True):
     vector: np.ndarray | None  # when asked for (SearchRequest.with_vectors)
     ranks: dict[str, int]  # rank of the hit in each list it came from ("dense", "lexical")
     chunks: list[ChunkMatch] = []  # group_by "document": the document's other matching chunks, best first
+    start: int = 0  # the chunk's character span in its document's text (read with the documents, else 0)
+    end: int = 0
 
 
 class IndexStats(msgspec.Struct, frozen=True):

@@ -19,6 +19,7 @@ from service.api.fine_tuning import fine_tuning_router
 from service.api.health import health, metrics, ready
 from service.api.indexes import indexes_router
 from service.api.models import list_models, retrieve_model
+from service.api.vector_stores import vector_stores_router
 from service.config import Settings
 from service.services import Services, build_services
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Edge:
             indexes_router,
             files_router,
             fine_tuning_router,
+            vector_stores_router,
             cache_stats,
             console_page,
             console_assets,
@@ -51,6 +53,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Edge:
             "search": constant(services.search),
             "files": constant(services.files),
             "fine_tuning": constant(services.fine_tuning),
+            "vector_stores": constant(services.vector_stores),
             "cache": constant(services.cache),
             "metrics": constant(services.metrics),
             "max_inputs": constant(settings.limits.max_inputs_per_request),

@@ -211,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = commands.add_parser("ingest", help="stream documents into an index (resumable)")
     ingest.add_argument(
-        "source", type=Path,
-        help="a JSONL or CSV file, a BEIR corpus folder, or a folder of documents (.pdf .docx .html .md .txt .json)"
+        "source",
+        type=Path,
+        help="a JSONL or CSV file, a BEIR corpus folder, or a folder of documents (.pdf .docx .html .md .txt .json)",
     )
     ingest.add_argument("--index", required=True)
     ingest.add_argument("--url", default="http://127.0.0.1:8000")

@@ -64,6 +64,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     # With PostgreSQL: a replica's hold on a running fine-tuning job lasts this long unless renewed (every third
     # of it); a job whose replica died is taken over by another once it runs out.
     job_lease_s: Annotated[float, Meta(ge=1)] = 30.0
+    # Vector stores: the model that embeds a store unless its creation names one; how many files this process
+    # parses and embeds at once; how often expired stores are looked for (their data removed).
+    vector_store_model: str = "all-MiniLM-L6-v2"
+    vector_store_workers: Annotated[int, Meta(ge=1, le=64)] = 2
+    vector_store_sweep_s: Annotated[float, Meta(gt=0)] = 60.0
     # Request limits. In the TOML file and the environment they are top-level names (max_top_k,
     # VSEARCH_MAX_TOP_K), as every other setting.
     limits: Limits = Limits()

@@ -27,6 +27,7 @@ from service.search.values import (
     Normalization,
     Quantization,
 )
+from service.vector_stores.records import VectorStore, VectorStoreFile
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 
@@ -329,3 +330,36 @@ class CacheStatsObject(Struct, kw_only=True):
     misses: int  # inputs that had to be embedded
     entries: int
     max_entries: int
+
+
+# --- vector stores ------------------------------------------------------------------------------------------------
+
+
+class VectorStoreList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[VectorStore]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class VectorStoreFileList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[VectorStoreFile]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class ContentPart(Struct, kw_only=True):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class FileContentPage(Struct, kw_only=True):
+    """The parsed text of a vector store's file, a part per section (a PDF's pages), all on one page."""
+
+    object: Literal["vector_store.file_content.page"] = "vector_store.file_content.page"
+    data: list[ContentPart]
+    has_more: bool = False
+    next_page: str | None = None

@@ -24,6 +24,9 @@ from service.finetune.jobs import JobStore, PgJobStore, SqliteJobStore
 from service.finetune.service import FineTuningService, SharedJobs
 from service.metrics import Gauges, Metrics
 from service.search.service import SearchService
+from service.vector_stores.service import VectorStoreOptions, VectorStoreService
+from service.vector_stores.tables import VectorStoreTables, pg_dialect, sqlite_dialect
+from service.vector_stores.worker import FileProcessor
 
 
 @dataclass
@@ -36,13 +39,17 @@ class Services:
     providers: list[RemoteProvider]
     cache: EmbeddingCache
     metrics: Metrics
+    vector_stores: VectorStoreService
+    processor: FileProcessor  # the vector stores' background work
     database: PgDatabase | None = None  # with database_url: the pool every store above shares
 
     async def start(self) -> None:
         await self.registry.start()
         await self.fine_tuning.start()
+        await self.processor.start()
 
     async def stop(self) -> None:
+        await self.processor.stop()
         await self.fine_tuning.stop()
         for provider in self.providers:
             await provider.aclose()
@@ -69,6 +76,7 @@ class Services:
         self.cache.close()
         self.fine_tuning.jobs.close()
         self.files.close()
+        self.vector_stores.tables.close()
         if self.database is not None:
             self.database.close()
 
@@ -113,6 +121,7 @@ def build_services(settings: Settings) -> Services:
         jobs: JobStore = PgJobStore(database)
         adapters: AdapterStore = PgAdapters(database)
         shared = SharedJobs(lease_s=settings.job_lease_s)
+        tables = VectorStoreTables(pg_dialect(database))
     else:
         options = StoreOptions(search_threads=settings.faiss_threads,
                                on_search=lambda path: metrics.count_search("embedded", path))  # fmt: skip
@@ -123,11 +132,19 @@ def build_services(settings: Settings) -> Services:
         jobs = SqliteJobStore(Database(data / "finetune" / "jobs.sqlite"))
         adapters = AdapterFiles(data / "finetune" / "adapters")
         shared = None
+        (data / "vector_stores").mkdir(exist_ok=True)
+        tables = VectorStoreTables(sqlite_dialect(Database(data / "vector_stores" / "records.sqlite")))
     search = SearchService(catalog, registry, settings.limits)
     fine_tuning = FineTuningService(jobs, files, registry, search, adapters, shared)  # its start() loads the models
     if database is not None:
         registry.discover = fine_tuning.load_models  # models trained by another replica
-    services = Services(settings, registry, search, files, fine_tuning, providers, cache, metrics, database)
+    options = VectorStoreOptions(default_model=settings.vector_store_model, workers=settings.vector_store_workers,
+                                 lease_s=settings.job_lease_s, poll_s=1.0 if database is not None else 10.0,
+                                 sweep_s=settings.vector_store_sweep_s)  # fmt: skip
+    vector_stores = VectorStoreService(tables, files, registry=registry, search=search, options=options)
+    processor = FileProcessor(vector_stores, shared=database is not None)
+    services = Services(settings, registry, search, files, fine_tuning, providers, cache, metrics, vector_stores,
+                        processor, database)  # fmt: skip
     metrics.watch_storage(services.gauges)
     return services
 
@@ -139,7 +156,8 @@ def schema_versions(services: Services) -> dict[str, int]:
         return services.database.versions()
     data = services.settings.data_dir
     paths = {"jobs": data / "finetune" / "jobs.sqlite", "files": data / "files" / "files.sqlite",
-             "cache": data / "cache" / "embeddings.sqlite"}  # fmt: skip
+             "cache": data / "cache" / "embeddings.sqlite",
+             "vector_stores": data / "vector_stores" / "records.sqlite"}  # fmt: skip
     versions = {}
     for name, path in paths.items():
         db = Database(path)

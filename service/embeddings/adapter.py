@@ -34,9 +34,10 @@ class AdapterEmbedder:
         return self.base.token_offsets(text)
 
     async def embed(
-        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
-    ) -> EmbeddingResult:
-        base = await self.base.embed(inputs, None, truncate)
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False,
+        bulk: bool = False,
+    ) -> EmbeddingResult:  # fmt: skip
+        base = await self.base.embed(inputs, None, truncate, bulk)
         adapted = normalize(base.vectors @ self.weights)
         return EmbeddingResult(shorten(adapted, dimensions), base.prompt_tokens)
 

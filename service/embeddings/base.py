@@ -37,8 +37,11 @@ class Embedder(Protocol):
         ...
 
     async def embed(
-        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
-    ) -> EmbeddingResult: ...
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False,
+        bulk: bool = False,
+    ) -> EmbeddingResult:  # fmt: skip
+        """`bulk`: background work (a vector store's files), queued behind interactive calls whatever its size."""
+        ...
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each model token of `text` (without special tokens), for chunking."""

@@ -64,13 +64,14 @@ class InferenceBatcher:
         self._interactive: deque[_Call] = deque()
         self._bulk: deque[_Call] = deque()
 
-    async def run(self, sequences: list[list[int]]) -> np.ndarray:
-        """Vectors for `sequences` (each already framed with its special tokens), in order."""
+    async def run(self, sequences: list[list[int]], bulk: bool = False) -> np.ndarray:
+        """Vectors for `sequences` (each already framed with its special tokens), in order. `bulk`: in the bulk lane
+        even if it would fit one batch (background work never goes ahead of a query)."""
         loop = asyncio.get_running_loop()
         call = _Call(sequences, np.empty((len(sequences), self._dimensions), np.float32), loop.create_future())
         if not sequences:
             return call.out
-        interactive = sum(len(s) for s in sequences) <= self._batch_tokens
+        interactive = not bulk and sum(len(s) for s in sequences) <= self._batch_tokens
         (self._interactive if interactive else self._bulk).append(call)
         self._dispatch()
         return await call.future

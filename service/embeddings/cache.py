@@ -148,15 +148,16 @@ class CachedEmbedder:
         return self.inner.token_offsets(text)
 
     async def embed(
-        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
-    ) -> EmbeddingResult:
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False,
+        bulk: bool = False,
+    ) -> EmbeddingResult:  # fmt: skip
         keys = [cache_key(self.inner.model_id, dimensions, item, truncate) for item in inputs]
         found = await self.cache.get_many(keys)
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         tokens = 0
         if missing:
             first_input = {k: inputs[i] for i, k in reversed(list(enumerate(keys)))}
-            result = await self.inner.embed([first_input[k] for k in missing], dimensions, truncate)
+            result = await self.inner.embed([first_input[k] for k in missing], dimensions, truncate, bulk)
             fresh = dict(zip(missing, result.vectors, strict=True))
             await self.cache.put_many(fresh)
             found.update(fresh)

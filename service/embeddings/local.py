@@ -198,14 +198,15 @@ class LocalEmbedder:
         return framed
 
     async def embed(
-        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
-    ) -> EmbeddingResult:
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False,
+        bulk: bool = False,
+    ) -> EmbeddingResult:  # fmt: skip
         # Tokenising a few short texts takes microseconds; anything larger runs off the event loop.
         if len(inputs) <= 16 and sum(len(text) for text in inputs) <= INLINE_TOKENIZE_CHARS:
             framed = self._frame(inputs, truncate)
         else:
             framed = await asyncio.to_thread(self._frame, inputs, truncate)
-        vectors = await self._batcher.run(framed)
+        vectors = await self._batcher.run(framed, bulk)
         return EmbeddingResult(shorten(vectors, dimensions), sum(len(ids) for ids in framed))
 
     def close(self) -> None:

@@ -85,6 +85,7 @@ class EmbedderRegistry:
         inputs: Sequence[EmbeddingInput],
         dimensions: int | None = None,
         truncate: bool = False,
+        bulk: bool = False,
     ) -> EmbeddingResult:
         await self.known(model_id)
         self.output_dimensions(model_id, dimensions)
@@ -93,7 +94,7 @@ class EmbedderRegistry:
             inputs = [text[:limit] if isinstance(text, str) else text for text in inputs]
         else:
             self.check_lengths(model_id, inputs)
-        result = await self.get(model_id).embed(inputs, dimensions, truncate)
+        result = await self.get(model_id).embed(inputs, dimensions, truncate, bulk)
         if self.on_embedded is not None:
             self.on_embedded(model_id, len(inputs))
         return result

@@ -150,8 +150,9 @@ class RemoteEmbedder:
         return item[: self.max_input_tokens]
 
     async def embed(
-        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False
-    ) -> EmbeddingResult:
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None, truncate: bool = False,
+        bulk: bool = False,  # an upstream has no lanes: sent as any other call
+    ) -> EmbeddingResult:  # fmt: skip
         if not inputs:
             return EmbeddingResult(np.empty((0, self._dimensions or 0), np.float32), 0)
         items = [self._truncate(item) for item in inputs] if truncate else list(inputs)

@@ -169,7 +169,10 @@ class SearchService:
     # --- documents ------------------------------------------------------------------------------------------------
 
     @translates_store_errors
-    async def ingest(self, name: str, documents: Sequence[NewDocument], chunking: Chunking) -> IngestResult:
+    async def ingest(
+        self, name: str, documents: Sequence[NewDocument], chunking: Chunking, bulk: bool = False
+    ) -> IngestResult:
+        """`bulk`: embedded in the bulk lane (background work: a vector store's files)."""
         if not documents:
             raise InvalidRequest("'documents' must not be empty.", param="documents")
         if len(documents) > self._limits.max_documents_per_request:
@@ -184,7 +187,7 @@ class SearchService:
             ids = [doc.doc_id for doc in prepared]
             stored = await run(store.content_hashes, ids)
             changed = [doc for doc in prepared if stored.get(doc.doc_id) != doc.content_hash]
-            prompt_tokens = await self._embed_chunks(config, changed, chunking)
+            prompt_tokens = await self._embed_chunks(config, changed, chunking, bulk)
             # If the index was deleted meanwhile, this is IndexNotFound: never a write into a new one of the name.
             result = await run(store.upsert, changed) if changed else None
         return IngestResult(
@@ -242,7 +245,9 @@ class SearchService:
             return [(0, len(text))]
         return token_windows(offsets, max_tokens, chunking.overlap_tokens)
 
-    async def _embed_chunks(self, config: IndexConfig, documents: list[DocumentRecord], chunking: Chunking) -> int:
+    async def _embed_chunks(
+        self, config: IndexConfig, documents: list[DocumentRecord], chunking: Chunking, bulk: bool
+    ) -> int:
         to_embed = [doc for doc in documents if not doc.chunks]
         if not to_embed:
             return 0
@@ -251,7 +256,7 @@ class SearchService:
             doc.text[start:end] for doc, doc_spans in zip(to_embed, spans, strict=True) for start, end in doc_spans
         ]
         # Chunks are cut to fit the window; truncation only guards against a re-tokenised edge token or two.
-        result = await self._registry.embed(config.model, texts, config.requested_dimensions, truncate=True)
+        result = await self._registry.embed(config.model, texts, config.requested_dimensions, truncate=True, bulk=bulk)
         row = 0
         for doc, doc_spans in zip(to_embed, spans, strict=True):
             doc.chunks = [ChunkRecord(start, end, result.vectors[row + k]) for k, (start, end) in enumerate(doc_spans)]
@@ -368,4 +373,3 @@ class SearchService:
 
     def close(self) -> None:
         self._catalog.close()  # checkpoints every open index
-
