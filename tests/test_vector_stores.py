@@ -51,7 +51,8 @@ def test_a_store_from_creation_to_deletion(client: openai.OpenAI, http: httpx.Cl
                                                                                      {"team": "cooks"})  # fmt: skip
     assert store.expires_at == store.last_active_at + 7 * 86400
     guide = client.vector_stores.files.upload_and_poll(
-        vector_store_id=store.id, file=("coffee.md", b"# Coffee\nKeep roasted beans in an airtight jar, away from light."),
+        vector_store_id=store.id,
+        file=("coffee.md", b"# Coffee\nKeep roasted beans in an airtight jar, away from light."),
         attributes={"year": 2024, "kind": "guide", "lang": "en"},
     )  # fmt: skip
     assert (guide.status, guide.last_error, guide.attributes["kind"]) == ("completed", None, "guide")
@@ -70,7 +71,8 @@ def test_a_store_from_creation_to_deletion(client: openai.OpenAI, http: httpx.Cl
     hits = found(client, store.id, "how to store coffee and brew tea", filters=FILTER, max_num_results=10)
     assert sorted(h.filename for h in hits) == ["coffee.md", "tea.txt"]  # old.txt is too old, bread.txt a note in en
     assert hits[0].content[0].type == "text" and 0 <= hits[-1].score <= hits[0].score <= 1
-    dense = found(client, store.id, "airtight jar for beans", ranking_options={"ranker": "none", "score_threshold": 0.3})
+    dense = found(client, store.id, "airtight jar for beans",
+                  ranking_options={"ranker": "none", "score_threshold": 0.3})  # fmt: skip
     assert [h.filename for h in dense] == ["coffee.md"] and dense[0].attributes["year"] == 2024
 
     # New attributes: processed again, then filters read them.
@@ -164,10 +166,14 @@ TOPICS = {  # a page each, long enough that a page holds chunks of its own
                    "once trimmed the wicks and wound the clockwork that turned the lens. ",
 }  # fmt: skip
 KEEPER = "The keeper polished the great glass lens every evening before dusk."
-HANDBOOK = "<html><head><style>h1 { page-break-before: always }</style></head><body>" + "".join(
-    f"<h1>{title}</h1>" + f"<p>{text * 6}</p>" + (f"<p>{KEEPER}</p>" if title == "Lighthouses" else "")
-    for title, text in TOPICS.items()
-) + "</body></html>"
+HANDBOOK = (
+    "<html><head><style>h1 { page-break-before: always }</style></head><body>"
+    + "".join(
+        f"<h1>{title}</h1>" + f"<p>{text * 6}</p>" + (f"<p>{KEEPER}</p>" if title == "Lighthouses" else "")
+        for title, text in TOPICS.items()
+    )
+    + "</body></html>"
+)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +192,7 @@ def documents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         "handbook.pdf": print_pdf(HANDBOOK, folder, "handbook").read_bytes(),
         "guide.docx": write_docx(folder / "guide.docx").read_bytes(),
         "page.html": b"<html><head><title>Knots</title></head><body><h1>Knots</h1><h2>Bowline</h2>"
-                     b"<p>A bowline makes a fixed loop at the end of a line.</p></body></html>",
+        b"<p>A bowline makes a fixed loop at the end of a line.</p></body></html>",
         "notes.md": b"# Setup\nInstall it first.\n\n## Running\nStart the server with the serve command.\n",
         "menu.txt": "Le café crème coûte trois euros à Genève.".encode("latin-1"),
         "corrupt.pdf": pdf[: len(pdf) // 3],
