@@ -280,10 +280,10 @@ def test_an_interactive_request_does_not_wait_behind_bulk_work(server, monkeypat
     monkeypatch.setattr(batcher, "_forwards", [recording(f) for f in forwards])
     original_run = batcher.run
 
-    async def queued(sequences):
+    async def queued(sequences, bulk=False):
         if len(sequences) == 1:
             log.append(("queued", 1))
-        return await original_run(sequences)
+        return await original_run(sequences, bulk)
 
     monkeypatch.setattr(batcher, "run", queued)
     bulk: dict = {}
@@ -302,3 +302,22 @@ def test_an_interactive_request_does_not_wait_behind_bulk_work(server, monkeypat
     at = log.index(("queued", 1))
     next_start = next(entry for entry in log[at + 1 :] if entry[0] == "start")
     assert next_start == ("start", 1), log[at : at + 5]
+
+
+def test_a_vector_store_file_is_embedded_in_the_bulk_lane(server, openai_client, monkeypatch):
+    """A small file would fit one interactive batch; as background work it queues behind queries all the same."""
+    batcher = server.services.registry.get(MODEL)._batcher
+    lanes: list[tuple[int, bool]] = []
+    original_run = batcher.run
+
+    async def recorded(sequences, bulk=False):
+        lanes.append((len(sequences), bulk))
+        return await original_run(sequences, bulk)
+
+    monkeypatch.setattr(batcher, "run", recorded)
+    store = openai_client.vector_stores.create(name="lanes")
+    file = openai_client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=("a.txt", b"Small."))
+    openai_client.vector_stores.search(store.id, query="small")
+    assert file.status == "completed"
+    assert lanes == [(1, True), (1, False)]  # the file's one chunk in bulk, then the query interactive
+    openai_client.vector_stores.delete(store.id)

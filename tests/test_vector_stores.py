@@ -5,6 +5,8 @@ by Chromium, a DOCX, HTML, Markdown, Latin-1 text) and the files that must fail 
 from __future__ import annotations
 
 import io
+import os
+import signal
 from pathlib import Path
 
 import httpx
@@ -13,7 +15,7 @@ import pypdf
 import pytest
 
 from tests.conftest import each_store
-from tests.helpers import LiveServer, start_server, wait_until
+from tests.helpers import LiveServer, new_database, serve_process, start_server, wait_until
 from tests.test_documents import CHROMIUM, NO_TEXT, TWO_PAGES, print_pdf, write_docx
 
 FILTER = {  # year >= 2020 and (kind == "guide" or lang in ["fr"])
@@ -273,3 +275,65 @@ def test_an_expired_store_is_swept_and_refuses_searches(tmp_path: Path):
         assert client.vector_stores.retrieve(kept.id).status == "completed"  # no expiry: kept
     finally:
         live.stop()
+
+
+# --- durability ---------------------------------------------------------------------------------------------------
+
+
+def essay(i: int) -> bytes:
+    """A long file of its own (many chunks), so a batch of them takes a while to embed."""
+    sentences = [f"Essay {i}, part {j}: the river town number {i} kept ledger {j} of grain, salt and timber."
+                 for j in range(120)]  # fmt: skip
+    return " ".join(sentences).encode()
+
+
+def counts(url: str, store_id: str, batch_id: str) -> dict:
+    return httpx.get(f"{url}/v1/vector_stores/{store_id}/file_batches/{batch_id}", timeout=30).json()["file_counts"]
+
+
+@pytest.mark.slow
+def test_a_batch_survives_sigkill_without_loss_or_duplicates(tmp_path: Path):
+    process, url = serve_process(tmp_path / "data")
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        file_ids = [upload(client, f"essay-{i}.txt", essay(i)) for i in range(20)]
+        store = client.vector_stores.create(name="durable")
+        batch = client.vector_stores.file_batches.create(store.id, file_ids=file_ids)
+        seen = wait_until(lambda: (c := counts(url, store.id, batch.id))["completed"] >= 1 and c, "a file to complete")
+        os.kill(process.pid, signal.SIGKILL)  # part-way: files done, in hand, and waiting
+        process.wait(timeout=30)
+        assert seen["in_progress"] > 0, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+    process, url = serve_process(tmp_path / "data")
+    try:
+        final = wait_until(lambda: (c := counts(url, store.id, batch.id))["in_progress"] == 0 and c, "the batch")
+        assert (final["completed"], final["failed"], final["total"]) == (20, 0, 20)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        clean = client.vector_stores.create(name="clean", file_ids=file_ids)
+        wait_until(lambda: client.vector_stores.retrieve(clean.id).status == "completed", "the clean run")
+        after_kill, clean_run = (httpx.get(f"{url}/v1/indexes/{name}").json() for name in (store.id, clean.id))
+        assert after_kill["document_count"] == clean_run["document_count"] == 20
+        assert after_kill["vector_count"] == clean_run["vector_count"] == after_kill["faiss_vectors"]
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+
+
+def test_replicas_process_each_file_once(postgres: str, tmp_path: Path):
+    url = new_database(postgres)
+    replicas = [start_server(tmp_path / name, database_url=url) for name in ("a", "b")]
+    try:
+        client = openai.OpenAI(base_url=f"{replicas[0].url}/v1", api_key="unused", max_retries=0)
+        file_ids = [upload(client, f"note-{i}.txt", f"Note {i}: the tide turned at {i} o'clock.".encode())
+                    for i in range(12)]  # fmt: skip
+        store = client.vector_stores.create(name="shared")
+        batch = client.vector_stores.file_batches.create(store.id, file_ids=file_ids)
+        other = openai.OpenAI(base_url=f"{replicas[1].url}/v1", api_key="unused", max_retries=0)
+        done = other.vector_stores.file_batches.poll(batch.id, vector_store_id=store.id)  # the other replica reads it
+        assert (done.status, done.file_counts.completed) == ("completed", 12)
+        assert sum(replica.services.processor.processed for replica in replicas) == 12
+    finally:
+        for replica in replicas:
+            replica.stop()

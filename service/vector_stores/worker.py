@@ -46,6 +46,7 @@ class FileProcessor:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.processed = 0  # files this process has processed (a file taken over after a crash counts again)
 
     async def start(self) -> None:
         if not self.shared:
@@ -120,6 +121,7 @@ class FileProcessor:
         written = await self.tables.update_file(
             file.vector_store_id, file.id, lambda now: done if now.status == "in_progress" else None, owner=self.owner
         )
+        self.processed += 1
         if written is None and done.status == "completed":
             await self._drop_if_gone(file)
 
