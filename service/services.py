@@ -1,5 +1,6 @@
 """Services: everything with state that a running app owns, built from the settings, closed on shutdown. The API
-reaches the domain only through these doors: search, fine_tuning (with its files), registry (the models)."""
+reaches the domain only through these doors: search, fine_tuning (with its files), vector_stores (with their
+background processor), registry (the models)."""
 
 from __future__ import annotations
 

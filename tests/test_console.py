@@ -188,3 +188,25 @@ def test_a_server_with_keys_asks_for_one(page, tmp_path: Path):
         assert page.is_hidden("#error")
     finally:
         secured.stop()
+
+
+def test_vector_stores_view_shows_files_errors_and_search(page, server):
+    """Sync Playwright runs an event loop in this thread: the openai client (httpx, sync) is fine here."""
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+    store = client.vector_stores.create(name="console-library")
+    batch = client.vector_stores.file_batches.upload_and_poll(store.id, files=[
+        ("knots.md", io.BytesIO(b"# Knots\n## Bowline\nA bowline makes a fixed loop at the end of a line.")),
+        ("empty.txt", io.BytesIO(b"")),
+    ])  # fmt: skip
+    assert (batch.file_counts.completed, batch.file_counts.failed) == (1, 1)
+    page.goto(server.url)
+    page.click("button[data-tab=stores]")
+    page.click(f"#stores button:text-is('{store.id}')")
+    page.wait_for_selector("#store-files td:text-is('knots.md')")
+    assert "invalid_file: empty.txt is empty." in page.inner_text("#store-files")
+    page.fill("#store-query", "how to tie a fixed loop")
+    page.click("#store-search-button")
+    page.wait_for_selector("#store-results li:first-child .hit-head:has-text('knots.md (Knots)')")
+    assert page.locator("#store-results li:first-child mark").count() >= 1
+    shot(page, "vector-stores")
+    client.vector_stores.delete(store.id)

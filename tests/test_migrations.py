@@ -93,6 +93,7 @@ def test_a_data_dir_from_before_schema_versions_opens_with_everything_in_it(tmp_
         data / "finetune" / "jobs.sqlite",
         data / "files" / "files.sqlite",
         data / "cache" / "embeddings.sqlite",
+        data / "vector_stores" / "records.sqlite",
     ]:
         assert Database(path).version() == 1, path
     for name in ("legacy-text", "legacy-vectors"):
@@ -108,7 +109,7 @@ def test_a_database_from_before_schema_versions_opens_with_everything_in_it(tmp_
         versions = server.services.database.versions()  # type: ignore[union-attr]
     finally:
         server.stop()
-    assert versions == {"catalog": 1, "files": 1, "jobs": 1, "adapters": 1, "cache": 1}
+    assert versions == {"catalog": 1, "files": 1, "jobs": 1, "adapters": 1, "cache": 1, "vector_stores": 1}
 
 
 def migrate(*args: str) -> subprocess.CompletedProcess:
@@ -120,7 +121,7 @@ def test_vsearch_migrate_brings_a_data_dir_up_to_date_and_refuses_a_newer_one(tm
     data = legacy_data_dir(tmp_path)
     done = migrate("--data-dir", str(data))
     assert done.returncode == 0, done.stderr
-    assert "up to date (cache 1, files 1, jobs 1; 2 indexes)" in done.stderr
+    assert "up to date (cache 1, files 1, jobs 1, vector_stores 1; 2 indexes)" in done.stderr
     assert Database(data / "indexes" / "legacy-text" / "index.sqlite").version() == len(STEPS)
     newer = Database(data / "finetune" / "jobs.sqlite")
     newer.execute("PRAGMA user_version = 99")
@@ -150,7 +151,7 @@ def test_vsearch_migrate_refuses_a_database_newer_than_the_code(tmp_path: Path, 
     url = legacy_database(postgres)
     done = migrate("--database-url", url, "--data-dir", str(tmp_path / "d"))
     assert done.returncode == 0, done.stderr
-    assert "(adapters 1, cache 1, catalog 1, files 1, jobs 1; 2 indexes)" in done.stderr
+    assert "(adapters 1, cache 1, catalog 1, files 1, jobs 1, vector_stores 1; 2 indexes)" in done.stderr
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:

@@ -328,6 +328,7 @@ class SearchService:
                 raise InvalidRequest(f"query {i} is empty.", param="query")
         searches: list[tuple[np.ndarray | None, str]]
         prefetched: list = [None] * len(texts)
+        vectors = None
         if request.mode == "lexical":  # BM25 alone needs no embedding
             searches, tokens = [(None, text) for text in texts], 0
         else:
@@ -338,13 +339,13 @@ class SearchService:
             finally:
                 prefetched = await ahead
             searches = list(zip(result.vectors, texts, strict=True))
-            tokens = result.prompt_tokens
+            tokens, vectors = result.prompt_tokens, result.vectors
 
         def search() -> list[list[Hit]]:
             return [store.search(request, None if v is None else v[None, :], text, ahead)
                     for (v, text), ahead in zip(searches, prefetched, strict=True)]  # fmt: skip
 
-        return QueryOutcome(await run(search), model, tokens)
+        return QueryOutcome(await run(search), model, tokens, vectors)
 
     @translates_store_errors
     async def nearest(self, name: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:

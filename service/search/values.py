@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, overload
 
 import msgspec
+import numpy as np
 from msgspec import Meta, Struct
 
 from indexes.config import FieldType, HnswConfig, HnswInt, IndexConfig, Kind, LexicalTokenizer, Metric, Quantization
@@ -118,6 +119,7 @@ class QueryOutcome(Struct, frozen=True):
     hits: list[list[Hit]]  # one list per query text (one for a vector)
     model: str
     prompt_tokens: int
+    vectors: np.ndarray | None = None  # the query texts' embeddings, one row each (None when lexical)
 
 
 @overload

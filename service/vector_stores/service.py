@@ -53,7 +53,7 @@ class StoreExpired(InvalidRequest):
 class SearchResult(msgspec.Struct, kw_only=True, frozen=True):
     file_id: str
     filename: str
-    score: float  # 0 to 1 (README: what it is for each ranker)
+    score: float  # the chunk's cosine similarity to the query, clipped to 0..1
     attributes: dict[str, Any]
     content: list[dict[str, str]]  # [{"type": "text", "text": the chunk}]
     metadata: dict[str, Any]  # vsearch extension: the chunk's page or heading, and its span in the file's text
@@ -279,23 +279,26 @@ class VectorStoreService:
     # --- search ---------------------------------------------------------------------------------------------------
 
     async def search_store(self, store_id: str, spec: StoreSearch) -> SearchPage:
-        """Each query searched alike; a chunk found by several keeps its best score; best first."""
+        """Ranked by the ranker (auto: hybrid; none: dense); each result scored by its cosine similarity to the
+        query, clipped to 0..1, an absolute relevance that score_threshold cuts by. Several queries are searched
+        alike and merged by score (a chunk found by several keeps its best)."""
         queries = [spec.query] if isinstance(spec.query, str) else list(spec.query)
         if not queries or any(not q.strip() for q in queries):
             raise InvalidRequest("'query' must be a non-empty string or a list of them.", param="query")
         where = store_filter(spec.filters) if spec.filters is not None else None
         await self._active(store_id)
-        ranker = spec.ranking_options.ranker
-        request = SearchRequest(mode="dense" if ranker == "none" else "hybrid", top_k=spec.max_num_results,
-                                filter=where)  # fmt: skip
+        mode = "dense" if spec.ranking_options.ranker == "none" else "hybrid"
+        request = SearchRequest(mode=mode, top_k=spec.max_num_results, filter=where, with_vectors=mode == "hybrid")
         outcome = await self.search.query(store_id, SearchQuery(texts=queries, request=request))
-        best: dict[str, SearchResult] = {}
-        for hits in outcome.hits:
+        assert outcome.vectors is not None  # hybrid and dense embed their queries
+        ranked: dict[str, SearchResult] = {}
+        for hits, query_vector in zip(outcome.hits, outcome.vectors, strict=True):
             for hit in hits:
-                score = min(max(hit.score, 0.0), 1.0)  # cosine below 0 is no match at all
-                if score < spec.ranking_options.score_threshold or score <= best.get(hit.id, _NONE).score:
+                similarity = float(hit.vector @ query_vector) if hit.vector is not None else hit.score
+                score = min(max(similarity, 0.0), 1.0)  # below 0: no likeness at all
+                if score < spec.ranking_options.score_threshold or score <= ranked.get(hit.id, _NONE).score:
                     continue
-                best[hit.id] = SearchResult(
+                ranked[hit.id] = SearchResult(
                     file_id=hit.parent_id or hit.id,
                     filename=hit.metadata.get(FILENAME, ""),
                     score=score,
@@ -303,9 +306,11 @@ class VectorStoreService:
                     content=[{"type": "text", "text": hit.text}],
                     metadata=chunk_location(hit),
                 )
-        results = sorted(best.values(), key=lambda r: r.score, reverse=True)[: spec.max_num_results]
+        results = list(ranked.values())  # one query: the ranker's order; several: by score
+        if len(queries) > 1:
+            results.sort(key=lambda r: r.score, reverse=True)
         await self._touch(store_id)
-        return SearchPage(search_query=queries, data=results)
+        return SearchPage(search_query=queries, data=results[: spec.max_num_results])
 
 
 _NONE = SearchResult(file_id="", filename="", score=-1.0, attributes={}, content=[], metadata={})

@@ -3,7 +3,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 const KEY = "vsearch-api-key";
-const state = { index: null, docsAfter: null, docsPages: [] };
+const state = { index: null, docsAfter: null, docsPages: [], store: null };
 
 // --- the API ----------------------------------------------------------------------------------------------------
 
@@ -291,6 +291,54 @@ function drawLoss(svg, csv) {
   svg.append(line, label(y1.toFixed(3), 2, pad - 6), label(y0.toFixed(3), 2, h - 6), label(`step ${x1}`, w - 70, h - 6));
 }
 
+// --- vector stores ----------------------------------------------------------------------------------------------
+
+async function loadStores() {
+  await attempt(async () => {
+    const stores = (await api("GET", "/v1/vector_stores?limit=100")).data;
+    $("#stores tbody").replaceChildren(...stores.map((store) => {
+      const open = element("button", { type: "button", className: "link", textContent: store.id });
+      open.addEventListener("click", () => showStore(store));
+      const counts = store.file_counts;
+      return element("tr", {}, element("td", {}, open), element("td", { textContent: store.name }),
+        element("td", { textContent: store.status, className: `status ${store.status}` }),
+        element("td", { textContent: `${counts.completed} of ${counts.total}` + (counts.failed ? `, ${counts.failed} failed` : "") }),
+        element("td", { textContent: bytes(store.usage_bytes) }),
+        element("td", { textContent: store.expires_at ? new Date(store.expires_at * 1000).toLocaleString() : "never" }));
+    }));
+  });
+}
+
+async function showStore(store) {
+  state.store = store.id;
+  $("#store-detail").hidden = false;
+  $("#store-title").textContent = `${store.name || store.id} (${store.model})`;
+  $("#store-results").replaceChildren();
+  await attempt(async () => {
+    const files = (await api("GET", `/v1/vector_stores/${store.id}/files?limit=100`)).data;
+    $("#store-files tbody").replaceChildren(...files.map((file) => element("tr", {},
+      element("td", { textContent: file.id }), element("td", { textContent: file.filename }),
+      element("td", { textContent: file.status, className: `status ${file.status}` }),
+      element("td", { textContent: file.last_error ? `${file.last_error.code}: ${file.last_error.message}` : "" }),
+      element("td", {}, element("code", { textContent: JSON.stringify(file.attributes) })))));
+  });
+}
+
+async function searchStore(event) {
+  event.preventDefault();
+  const query = $("#store-query").value;
+  await attempt(async () => {
+    const page = await api("POST", `/v1/vector_stores/${state.store}/search`, { query, max_num_results: 10 });
+    $("#store-results").replaceChildren(...page.data.map((result) => {
+      const where = result.metadata.page ? `page ${result.metadata.page}` : result.metadata.heading || "";
+      return element("li", {}, element("div", { className: "hit-head",
+        textContent: `${result.filename} ${where ? `(${where})` : ""} score ${result.score.toFixed(3)}` }),
+      element("p", {}, highlighted(result.content.map((c) => c.text).join(" "), query)));
+    }));
+    if (!page.data.length) $("#store-results").replaceChildren(element("li", { textContent: "No results." }));
+  });
+}
+
 // --- wiring -----------------------------------------------------------------------------------------------------
 
 function showTab(name) {
@@ -298,6 +346,7 @@ function showTab(name) {
   for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== `tab-${name}`;
   if (name === "documents") loadDocuments(null);
   if (name === "jobs") loadJobs();
+  if (name === "stores") loadStores();
   if (name === "indexes") attempt(loadIndexes);
 }
 
@@ -307,6 +356,7 @@ async function start() {
   $("#search-form").addEventListener("submit", search);
   $("#create-form").addEventListener("submit", createIndex);
   $("#upload-form").addEventListener("submit", upload);
+  $("#store-search-form").addEventListener("submit", searchStore);
   $("#compare-toggle").addEventListener("change", (e) => { $("#side-b").disabled = !e.target.checked; });
   $("#docs-first").addEventListener("click", () => loadDocuments(null));
   $("#docs-next").addEventListener("click", () => loadDocuments(state.docsAfter));
