@@ -27,7 +27,7 @@ from service.search.values import (
     Normalization,
     Quantization,
 )
-from service.vector_stores.records import VectorStore, VectorStoreFile
+from service.vector_stores.records import TextContent, VectorStore, VectorStoreFile
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 
@@ -351,15 +351,10 @@ class VectorStoreFileList(Struct, kw_only=True):
     has_more: bool
 
 
-class ContentPart(Struct, kw_only=True):
-    type: Literal["text"] = "text"
-    text: str
-
-
 class FileContentPage(Struct, kw_only=True):
     """The parsed text of a vector store's file, a part per section (a PDF's pages), all on one page."""
 
     object: Literal["vector_store.file_content.page"] = "vector_store.file_content.page"
-    data: list[ContentPart]
+    data: list[TextContent]
     has_more: bool = False
     next_page: str | None = None

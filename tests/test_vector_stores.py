@@ -131,6 +131,7 @@ def test_bad_requests_get_openais_errors(client: openai.OpenAI, http: httpx.Clie
         ("/v1/vector_stores/vs_nope/search", {"query": "x"}, 404, "vector_store_id"),
         (f"/v1/vector_stores/{store.id}/search", {"query": "x", "max_num_results": 51}, 400, "max_num_results"),
         (f"/v1/vector_stores/{store.id}/search", {"query": ""}, 400, "query"),
+        (f"/v1/vector_stores/{store.id}/search", {"query": ["x"] * 101}, 400, "query"),
         (f"/v1/vector_stores/{store.id}/search", {"query": "x", "filters": {"type": "xor", "filters": []}}, 400,
          "filters.type"),
         (f"/v1/vector_stores/{store.id}/search",

@@ -12,7 +12,6 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from service.api.errors import error_responses
 from service.schemas import (
-    ContentPart,
     DeletedObject,
     FileContentPage,
     VectorStoreFileList,
@@ -24,13 +23,14 @@ from service.vector_stores.records import (
     NewFileBatch,
     NewStoreFile,
     NewVectorStore,
+    SearchPage,
     StoreFileChange,
     StoreSearch,
     VectorStore,
     VectorStoreChange,
     VectorStoreFile,
 )
-from service.vector_stores.service import SearchPage, VectorStoreService
+from service.vector_stores.service import VectorStoreService
 
 VectorStores = NamedDependency[VectorStoreService]
 Limit = Annotated[int, QueryParameter(ge=1, le=100)]
@@ -141,8 +141,7 @@ async def detach_file(store_id: FromPath[str], file_id: FromPath[str], vector_st
 @get("/{store_id:str}/files/{file_id:str}/content", responses=error_responses(404),
      summary="A vector store file's parsed text")  # fmt: skip
 async def file_content(store_id: FromPath[str], file_id: FromPath[str], vector_stores: VectorStores) -> FileContentPage:
-    parts = await vector_stores.content(store_id, file_id)
-    return FileContentPage(data=[ContentPart(text=part["text"]) for part in parts])
+    return FileContentPage(data=await vector_stores.content(store_id, file_id))
 
 
 # --- file batches -------------------------------------------------------------------------------------------------

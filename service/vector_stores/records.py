@@ -94,6 +94,28 @@ class FileBatch(Struct, kw_only=True, frozen=True):
     file_counts: FileCounts = FileCounts()
 
 
+class TextContent(Struct, kw_only=True, frozen=True):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class SearchResult(Struct, kw_only=True, frozen=True):
+    file_id: str
+    filename: str
+    score: float  # the chunk's cosine similarity to the query, clipped to 0..1
+    attributes: dict[str, Any]
+    content: list[TextContent]  # the chunk
+    metadata: dict[str, Any]  # vsearch extension: the chunk's page or heading, and its span in the file's text
+
+
+class SearchPage(Struct, kw_only=True, frozen=True):
+    object: str = "vector_store.search_results.page"
+    search_query: list[str]
+    data: list[SearchResult]
+    has_more: bool = False
+    next_page: str | None = None
+
+
 # --- requests -----------------------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import msgspec
 from service.embeddings.registry import EmbedderRegistry
 from service.errors import InvalidRequest, NotFound
 from service.finetune.files import FileStore
+from service.limits import MAX_BATCH_QUERIES
 from service.search.service import SearchService
 from service.search.values import IndexSpec, SearchQuery, SearchRequest
 from service.vector_stores.documents import (
@@ -34,8 +35,11 @@ from service.vector_stores.records import (
     NewStoreFile,
     NewVectorStore,
     Order,
+    SearchPage,
+    SearchResult,
     StoreFileChange,
     StoreSearch,
+    TextContent,
     VectorStore,
     VectorStoreChange,
     VectorStoreFile,
@@ -48,23 +52,6 @@ DAY_S = 86_400
 
 class StoreExpired(InvalidRequest):
     code = "vector_store_expired"
-
-
-class SearchResult(msgspec.Struct, kw_only=True, frozen=True):
-    file_id: str
-    filename: str
-    score: float  # the chunk's cosine similarity to the query, clipped to 0..1
-    attributes: dict[str, Any]
-    content: list[dict[str, str]]  # [{"type": "text", "text": the chunk}]
-    metadata: dict[str, Any]  # vsearch extension: the chunk's page or heading, and its span in the file's text
-
-
-class SearchPage(msgspec.Struct, kw_only=True, frozen=True):
-    object: str = "vector_store.search_results.page"
-    search_query: list[str]
-    data: list[SearchResult]
-    has_more: bool = False
-    next_page: str | None = None
 
 
 class VectorStoreOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,6 +98,9 @@ class VectorStoreService:
                             description=spec.description, expires_after=spec.expires_after,
                             expires_at=now + spec.expires_after.days * DAY_S if spec.expires_after else None,
                             last_active_at=now, metadata=spec.metadata or {}, model=model)  # fmt: skip
+        if len(spec.file_ids) > MAX_BATCH_FILES:
+            raise InvalidRequest(f"{len(spec.file_ids)} files; at most {MAX_BATCH_FILES} at creation (add more in "
+                                 "file batches).", param="file_ids")  # fmt: skip
         attached = [await self._new_file(store, NewStoreFile(file_id=file_id, chunking_strategy=spec.chunking_strategy),
                                          f"file_ids[{i}]") for i, file_id in enumerate(spec.file_ids)]  # fmt: skip
         await self.search.create_index(IndexSpec(name=store.id, model=model))
@@ -234,7 +224,7 @@ class VectorStoreService:
         with contextlib.suppress(NotFound):  # never processed, or failed
             await self.search.delete_document(store_id, file_id)
 
-    async def content(self, store_id: str, file_id: str) -> list[dict[str, str]]:
+    async def content(self, store_id: str, file_id: str) -> list[TextContent]:
         """The file's parsed text, a part per section (a PDF's pages, a document's headed parts)."""
         await self.tables.get_file(store_id, file_id)
         try:
@@ -244,7 +234,7 @@ class VectorStoreService:
         starts = [start for start, _, _ in document.metadata.get(SECTIONS, [])] or [0]
         bounds = [*starts[1:], len(document.text)]
         parts = [document.text[start:end] for start, end in zip(starts, bounds, strict=True)]
-        return [{"type": "text", "text": part} for part in parts if part.strip()]
+        return [TextContent(text=part) for part in parts if part.strip()]
 
     # --- batches --------------------------------------------------------------------------------------------------
 
@@ -285,6 +275,8 @@ class VectorStoreService:
         queries = [spec.query] if isinstance(spec.query, str) else list(spec.query)
         if not queries or any(not q.strip() for q in queries):
             raise InvalidRequest("'query' must be a non-empty string or a list of them.", param="query")
+        if len(queries) > MAX_BATCH_QUERIES:
+            raise InvalidRequest(f"{len(queries)} queries; at most {MAX_BATCH_QUERIES} in one search.", param="query")
         where = store_filter(spec.filters) if spec.filters is not None else None
         await self._active(store_id)
         mode = "dense" if spec.ranking_options.ranker == "none" else "hybrid"
@@ -296,14 +288,15 @@ class VectorStoreService:
             for hit in hits:
                 similarity = float(hit.vector @ query_vector) if hit.vector is not None else hit.score
                 score = min(max(similarity, 0.0), 1.0)  # below 0: no likeness at all
-                if score < spec.ranking_options.score_threshold or score <= ranked.get(hit.id, _NONE).score:
+                known = ranked.get(hit.id)
+                if score < spec.ranking_options.score_threshold or (known is not None and score <= known.score):
                     continue
                 ranked[hit.id] = SearchResult(
                     file_id=hit.parent_id or hit.id,
                     filename=hit.metadata.get(FILENAME, ""),
                     score=score,
                     attributes=hit.metadata.get(ATTRIBUTES, {}),
-                    content=[{"type": "text", "text": hit.text}],
+                    content=[TextContent(text=hit.text)],
                     metadata=chunk_location(hit),
                 )
         results = list(ranked.values())  # one query: the ranker's order; several: by score
@@ -311,9 +304,6 @@ class VectorStoreService:
             results.sort(key=lambda r: r.score, reverse=True)
         await self._touch(store_id)
         return SearchPage(search_query=queries, data=results[: spec.max_num_results])
-
-
-_NONE = SearchResult(file_id="", filename="", score=-1.0, attributes={}, content=[], metadata={})
 
 
 def _touched(store: VectorStore, now: int) -> VectorStore:
