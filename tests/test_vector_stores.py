@@ -364,3 +364,30 @@ def test_replicas_process_each_file_once(postgres: str, tmp_path: Path):
     finally:
         for replica in replicas:
             replica.stop()
+
+
+@pytest.mark.slow
+def test_a_dead_replicas_files_are_taken_over(postgres: str, tmp_path: Path):
+    """Replica A dies (SIGKILL) holding files; replica B takes them over once A's leases run out."""
+    url = new_database(postgres)
+    process, a_url = serve_process(tmp_path / "a", env={"VSEARCH_DATABASE_URL": url, "VSEARCH_JOB_LEASE_S": "2"})
+    try:
+        client = openai.OpenAI(base_url=f"{a_url}/v1", api_key="unused", max_retries=0)
+        file_ids = [upload(client, f"essay-{i}.txt", essay(i)) for i in range(8)]
+        store = client.vector_stores.create(name="orphaned")
+        batch = client.vector_stores.file_batches.create(store.id, file_ids=file_ids)
+        seen = wait_until(lambda: (c := counts(a_url, store.id, batch.id))["completed"] >= 1 and c, "a file done")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        assert seen["in_progress"] > 0, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+    replica = start_server(tmp_path / "b", database_url=url, job_lease_s=2)
+    try:
+        final = wait_until(lambda: (c := counts(replica.url, store.id, batch.id))["in_progress"] == 0 and c, "B")
+        assert (final["completed"], final["total"]) == (8, 8)
+        index = httpx.get(f"{replica.url}/v1/indexes/{store.id}").json()
+        assert index["document_count"] == 8 and replica.services.processor.processed >= 1
+    finally:
+        replica.stop()
