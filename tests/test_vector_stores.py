@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -318,29 +319,35 @@ def counts(url: str, store_id: str, batch_id: str) -> dict:
     return httpx.get(f"{url}/v1/vector_stores/{store_id}/file_batches/{batch_id}", timeout=30).json()["file_counts"]
 
 
-@pytest.mark.slow
-def test_a_batch_survives_sigkill_without_loss_or_duplicates(tmp_path: Path):
-    process, url = serve_process(tmp_path / "data")
+def killed_part_way(process: subprocess.Popen, url: str, files: int, name: str) -> tuple[str, str, list[str]]:
+    """A batch of `files` essays attached on the server `process` at `url`, which is SIGKILLed once one file is done
+    and others are not: (store id, batch id, file ids)."""
     try:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        file_ids = [upload(client, f"essay-{i}.txt", essay(i)) for i in range(20)]
-        store = client.vector_stores.create(name="durable")
+        file_ids = [upload(client, f"essay-{i}.txt", essay(i)) for i in range(files)]
+        store = client.vector_stores.create(name=name)
         batch = client.vector_stores.file_batches.create(store.id, file_ids=file_ids)
         seen = wait_until(lambda: (c := counts(url, store.id, batch.id))["completed"] >= 1 and c, "a file to complete")
         os.kill(process.pid, signal.SIGKILL)  # part-way: files done, in hand, and waiting
         process.wait(timeout=30)
         assert seen["in_progress"] > 0, seen
+        return store.id, batch.id, file_ids
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.slow
+def test_a_batch_survives_sigkill_without_loss_or_duplicates(tmp_path: Path):
+    store_id, batch_id, file_ids = killed_part_way(*serve_process(tmp_path / "data"), files=20, name="durable")
     process, url = serve_process(tmp_path / "data")
     try:
-        final = wait_until(lambda: (c := counts(url, store.id, batch.id))["in_progress"] == 0 and c, "the batch")
+        final = wait_until(lambda: (c := counts(url, store_id, batch_id))["in_progress"] == 0 and c, "the batch")
         assert (final["completed"], final["failed"], final["total"]) == (20, 0, 20)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         clean = client.vector_stores.create(name="clean", file_ids=file_ids)
         wait_until(lambda: client.vector_stores.retrieve(clean.id).status == "completed", "the clean run")
-        after_kill, clean_run = (httpx.get(f"{url}/v1/indexes/{name}").json() for name in (store.id, clean.id))
+        after_kill, clean_run = (httpx.get(f"{url}/v1/indexes/{name}").json() for name in (store_id, clean.id))
         assert after_kill["document_count"] == clean_run["document_count"] == 20
         assert after_kill["vector_count"] == clean_run["vector_count"] == after_kill["faiss_vectors"]
     finally:
@@ -370,24 +377,13 @@ def test_replicas_process_each_file_once(postgres: str, tmp_path: Path):
 def test_a_dead_replicas_files_are_taken_over(postgres: str, tmp_path: Path):
     """Replica A dies (SIGKILL) holding files; replica B takes them over once A's leases run out."""
     url = new_database(postgres)
-    process, a_url = serve_process(tmp_path / "a", env={"VSEARCH_DATABASE_URL": url, "VSEARCH_JOB_LEASE_S": "2"})
-    try:
-        client = openai.OpenAI(base_url=f"{a_url}/v1", api_key="unused", max_retries=0)
-        file_ids = [upload(client, f"essay-{i}.txt", essay(i)) for i in range(8)]
-        store = client.vector_stores.create(name="orphaned")
-        batch = client.vector_stores.file_batches.create(store.id, file_ids=file_ids)
-        seen = wait_until(lambda: (c := counts(a_url, store.id, batch.id))["completed"] >= 1 and c, "a file done")
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-        assert seen["in_progress"] > 0, seen
-    finally:
-        if process.poll() is None:
-            process.kill()
+    a = serve_process(tmp_path / "a", env={"VSEARCH_DATABASE_URL": url, "VSEARCH_JOB_LEASE_S": "2"})
+    store_id, batch_id, _ = killed_part_way(*a, files=8, name="orphaned")
     replica = start_server(tmp_path / "b", database_url=url, job_lease_s=2)
     try:
-        final = wait_until(lambda: (c := counts(replica.url, store.id, batch.id))["in_progress"] == 0 and c, "B")
+        final = wait_until(lambda: (c := counts(replica.url, store_id, batch_id))["in_progress"] == 0 and c, "B")
         assert (final["completed"], final["total"]) == (8, 8)
-        index = httpx.get(f"{replica.url}/v1/indexes/{store.id}").json()
+        index = httpx.get(f"{replica.url}/v1/indexes/{store_id}").json()
         assert index["document_count"] == 8 and replica.services.processor.processed >= 1
     finally:
         replica.stop()
