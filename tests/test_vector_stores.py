@@ -387,3 +387,26 @@ def test_a_dead_replicas_files_are_taken_over(postgres: str, tmp_path: Path):
         assert index["document_count"] == 8 and replica.services.processor.processed >= 1
     finally:
         replica.stop()
+
+
+def test_a_storage_outage_leaves_the_file_to_be_processed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An outage is not the file's fault: it stays in_progress, and is taken again once its lease ends."""
+    from service.errors import Unavailable
+
+    live = start_server(tmp_path, job_lease_s=1)
+    ingest, calls = live.services.search.ingest, []
+
+    async def down_once(*args, **kwargs):  # the fault: the database unreachable on the first try
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise Unavailable("The database is unreachable.", code="storage_unavailable")
+        return await ingest(*args, **kwargs)
+
+    monkeypatch.setattr(live.services.search, "ingest", down_once)
+    try:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0)
+        store = client.vector_stores.create(name="outage")
+        file = client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=("a.txt", b"Still here."))
+        assert (file.status, file.last_error, calls) == ("completed", None, [store.id, store.id])
+    finally:
+        live.stop()

@@ -144,11 +144,14 @@ class VectorStoreTables:
 
     def _page(
         self, conn: Any, table: str, columns: str, where: str, params: Sequence[Any], limit: int, order: Order,
-        after: str | None, before: str | None, cursor_column: str = "id",
+        after: str | None, before: str | None, cursor_column: str = "id", status: str | None = None,
     ) -> tuple[list[tuple], bool]:  # fmt: skip
-        """A page of `table` in seq order (`order`), after the row whose `cursor_column` is `after` or before the
-        one that is `before`; and whether more follow (limit + 1 rows are read)."""
+        """A page of the rows of `table` that match `where` (and `status`, if given), in seq order (`order`), after
+        the row whose `cursor_column` is `after` or before the one that is `before` (the cursor row need not have
+        the status); and whether more follow (limit + 1 rows are read)."""
         clauses, values = [where], list(params)
+        if status is not None:
+            clauses, values = [*clauses, "status = ?"], [*values, status]
         scan = order
         for cursor, forward in ((after, True), (before, False)):
             if cursor is None:
@@ -239,10 +242,8 @@ class VectorStoreTables:
             if batch_id is not None:
                 where, params = where + " AND batch_id = ?", [*params, batch_id]
             rows, more = self._page(conn, "vector_store_files", "body", where, params, limit, order, after, before,
-                                    cursor_column="file_id")  # fmt: skip
-            found = [msgspec.json.decode(body, type=VectorStoreFile) for (body,) in rows]
-            # The status filter applies to the page (OpenAI's has_more reads the same way: more rows to look at).
-            return [f for f in found if status is None or f.status == status], more
+                                    cursor_column="file_id", status=status)  # fmt: skip
+            return [msgspec.json.decode(body, type=VectorStoreFile) for (body,) in rows], more
 
         return await self._run(files)
 

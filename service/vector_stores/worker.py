@@ -20,8 +20,9 @@ import socket
 import msgspec
 
 from indexes.databases.loop import run
+from indexes.errors import StorageUnavailable
 from service.documents import DocumentError, parse_document
-from service.errors import NotFound, VsearchError
+from service.errors import NotFound, Unavailable, VsearchError
 from service.search.values import NewDocument
 from service.vector_stores.documents import document_metadata, engine_chunking
 from service.vector_stores.records import FileErrorCode, LastError, VectorStoreFile
@@ -29,6 +30,13 @@ from service.vector_stores.service import VectorStoreService
 from service.vector_stores.tables import VectorStoreTables
 
 log = logging.getLogger("vsearch")
+
+
+def passing(exc: BaseException) -> bool:
+    """An outage the file is not to blame for (its database unreachable): it is processed again later."""
+    if isinstance(exc, Unavailable):
+        return exc.code == "storage_unavailable"
+    return isinstance(exc, StorageUnavailable)
 
 
 class FileFailed(Exception):
@@ -82,6 +90,11 @@ class FileProcessor:
             lease = asyncio.get_running_loop().create_task(self._hold(file))
             try:
                 await self.process(file)
+            except Exception as exc:  # the file is taken again once its lease ends
+                if passing(exc):
+                    log.warning("vector store file %s: %s; it will be processed again", file.id, exc)
+                else:
+                    log.exception("vector store file %s: its outcome could not be recorded", file.id)
             finally:
                 lease.cancel()
 
@@ -115,8 +128,10 @@ class FileProcessor:
             if exc.code == "index_not_found":
                 return  # the store was deleted meanwhile
             done = _failed(file, "server_error", exc.message)
-        except Exception:  # a bug: the file says so, and the worker goes on with the next one
-            log.exception("vector store file %s could not be processed", file.id)
+        except Exception as exc:
+            if passing(exc):
+                raise  # not the file's fault, so not its outcome
+            log.exception("vector store file %s could not be processed", file.id)  # a bug: the file says so
             done = _failed(file, "server_error", "vsearch failed to process this file (see the server's log).")
         written = await self.tables.update_file(
             file.vector_store_id, file.id, lambda now: done if now.status == "in_progress" else None, owner=self.owner
@@ -146,9 +161,9 @@ class FileProcessor:
         try:
             await stores.search.ingest(file.vector_store_id, [document], engine_chunking(file.chunking_strategy),
                                        bulk=True)  # fmt: skip
-        except NotFound:
-            raise
         except VsearchError as exc:
+            if isinstance(exc, NotFound) or passing(exc):
+                raise
             log.warning("vector store file %s: %s", file.id, exc)
             raise FileFailed(LastError(code="server_error", message=exc.message)) from None
         stored = await stores.search.get_document(file.vector_store_id, file.id)
