@@ -48,6 +48,7 @@ from service.vector_stores.tables import Page, VectorStoreTables
 
 MAX_BATCH_FILES = 2000  # OpenAI's
 DAY_S = 86_400
+TOUCH_S = 60  # last_active_at is kept to the minute (expiry counts in days)
 
 
 class StoreExpired(InvalidRequest):
@@ -183,15 +184,17 @@ class VectorStoreService:
         embedder = await self.registry.known(model)
         return embedder.max_input_tokens - embedder.special_tokens
 
-    async def _touch(self, store_id: str) -> None:
+    async def _touch(self, store: VectorStore) -> None:
+        """Active now (its expiry counts from now); written at most once a minute, not on every search."""
         now = self._now()
-        await self.tables.update_store(store_id, lambda store: _touched(store, now))
+        if store.last_active_at is None or now - store.last_active_at >= TOUCH_S:
+            await self.tables.update_store(store.id, lambda current: _touched(current, now))
 
     async def attach(self, store_id: str, spec: NewStoreFile) -> VectorStoreFile:
         store = await self._active(store_id)
         file = await self._new_file(store, spec, "")
         await self.tables.attach(store_id, [file])
-        await self._touch(store_id)
+        await self._touch(store)
         self.on_attach()
         return file
 
@@ -256,7 +259,7 @@ class VectorStoreService:
         for i, file_spec in enumerate(specs):  # a file named twice: the last one counts
             files[file_spec.file_id] = await self._new_file(store, file_spec, f"{param}[{i}]", batch.id)
         await self.tables.create_batch(batch, list(files.values()))
-        await self._touch(store_id)
+        await self._touch(store)
         self.on_attach()
         return await self.tables.get_batch(store_id, batch.id)
 
@@ -278,7 +281,7 @@ class VectorStoreService:
         if len(queries) > MAX_BATCH_QUERIES:
             raise InvalidRequest(f"{len(queries)} queries; at most {MAX_BATCH_QUERIES} in one search.", param="query")
         where = store_filter(spec.filters) if spec.filters is not None else None
-        await self._active(store_id)
+        store = await self._active(store_id)
         mode = "dense" if spec.ranking_options.ranker == "none" else "hybrid"
         request = SearchRequest(mode=mode, top_k=spec.max_num_results, filter=where, with_vectors=mode == "hybrid")
         outcome = await self.search.query(store_id, SearchQuery(texts=queries, request=request))
@@ -302,7 +305,7 @@ class VectorStoreService:
         results = list(ranked.values())  # one query: the ranker's order; several: by score
         if len(queries) > 1:
             results.sort(key=lambda r: r.score, reverse=True)
-        await self._touch(store_id)
+        await self._touch(store)
         return SearchPage(search_query=queries, data=results[: spec.max_num_results])
 
 

@@ -9,6 +9,7 @@ A record is written whole (its JSON body) together with the columns that are que
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ PG_TABLES = [
 @dataclass(frozen=True)
 class Dialect:
     transaction: Callable[[], AbstractContextManager[Any]]  # a connection inside BEGIN ... COMMIT
+    read: Callable[[], AbstractContextManager[Any]]  # a connection for reads only (no write lock taken)
     run: Callable[..., Any]  # the database's run(): blocking work off the event loop
     mark: str  # the placeholder
     lock_skip: str  # appended to the claim's SELECT: rows another replica is claiming are skipped
@@ -61,12 +63,21 @@ def sqlite_dialect(db: Database) -> Dialect:
             conn.execute(statement)
 
     db.migrate([tables])
-    return Dialect(db.transaction, db.run, "?", "", "((julianday('now') - 2440587.5) * 86400.0)", db.close)
+    return Dialect(transaction=db.transaction, read=lambda: contextlib.nullcontext(db.conn), run=db.run, mark="?",
+                   lock_skip="", now="((julianday('now') - 2440587.5) * 86400.0)", close=db.close)  # fmt: skip
 
 
 def pg_dialect(db: PgDatabase) -> Dialect:
     db.migrate("vector_stores", [PG_TABLES])
-    return Dialect(db.transaction, db.run, "%s", " FOR UPDATE SKIP LOCKED", "extract(epoch from now())", lambda: None)
+    return Dialect(
+        transaction=db.transaction,
+        read=lambda: db.transaction(snapshot=True),
+        run=db.run,
+        mark="%s",
+        lock_skip=" FOR UPDATE SKIP LOCKED",
+        now="extract(epoch from now())",
+        close=lambda: None,
+    )
 
 
 def store_not_found(store_id: str) -> NotFound:
@@ -101,11 +112,22 @@ class VectorStoreTables:
         return await self._run(lambda conn: self._exec(conn, sql, params))
 
     async def _run(self, work: Callable[[Any], T]) -> T:
+        """`work(conn)` in a write transaction, in a worker thread."""
+
         def in_transaction() -> T:
             with self._d.transaction() as conn:
                 return work(conn)
 
         return await self._d.run(in_transaction)
+
+    async def _read(self, work: Callable[[Any], T]) -> T:
+        """`work(conn)` reading only, in a worker thread (on SQLite, beside the writer rather than behind it)."""
+
+        def reading() -> T:
+            with self._d.read() as conn:
+                return work(conn)
+
+        return await self._d.run(reading)
 
     # --- stores -------------------------------------------------------------------------------------------------
 
@@ -132,7 +154,7 @@ class VectorStoreTables:
         return counts, sum(int(usage) for *_, usage in rows)
 
     async def get_store(self, store_id: str) -> VectorStore:
-        return await self._run(lambda conn: self._store(conn, store_id))
+        return await self._read(lambda conn: self._store(conn, store_id))
 
     async def list_stores(self, limit: int, order: Order, after: str | None, before: str | None) -> Page[VectorStore]:
         def stores(conn: Any) -> Page[VectorStore]:
@@ -140,7 +162,7 @@ class VectorStoreTables:
             found = [self._with_counts(conn, msgspec.json.decode(body, type=VectorStore), bool(e)) for body, e in rows]
             return found, more
 
-        return await self._run(stores)
+        return await self._read(stores)
 
     def _page(
         self, conn: Any, table: str, columns: str, where: str, params: Sequence[Any], limit: int, order: Order,
@@ -230,7 +252,7 @@ class VectorStoreTables:
         return msgspec.json.decode(rows[0][0], type=VectorStoreFile)
 
     async def get_file(self, store_id: str, file_id: str) -> VectorStoreFile:
-        return await self._run(lambda conn: self._file(conn, store_id, file_id))
+        return await self._read(lambda conn: self._file(conn, store_id, file_id))
 
     async def list_files(
         self, store_id: str, status: FileStatus | None, batch_id: str | None, limit: int, order: Order,
@@ -245,7 +267,7 @@ class VectorStoreTables:
                                     cursor_column="file_id", status=status)  # fmt: skip
             return [msgspec.json.decode(body, type=VectorStoreFile) for (body,) in rows], more
 
-        return await self._run(files)
+        return await self._read(files)
 
     async def update_file(
         self, store_id: str, file_id: str, change: Callable[[VectorStoreFile], VectorStoreFile | None],
@@ -330,7 +352,7 @@ class VectorStoreTables:
         return msgspec.structs.replace(batch, file_counts=counts, status=status)
 
     async def get_batch(self, store_id: str, batch_id: str) -> FileBatch:
-        return await self._run(lambda conn: self._batch(conn, store_id, batch_id))
+        return await self._read(lambda conn: self._batch(conn, store_id, batch_id))
 
     async def cancel_batch(self, store_id: str, batch_id: str) -> FileBatch:
         """The batch's files not processed yet are cancelled (one being processed is dropped when it ends)."""
