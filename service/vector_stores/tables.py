@@ -9,8 +9,11 @@ A record is written whole (its JSON body) together with the columns that are que
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -58,13 +61,25 @@ class Dialect:
 
 
 def sqlite_dialect(db: Database) -> Dialect:
+    """The records' work runs on one thread of their own: one connection, so a few file descriptors, not three on
+    every worker thread that ever touched them (a server under a low `ulimit -n` has none to spare)."""
+
     def tables(conn: sqlite3.Connection) -> None:
         for statement in SQLITE_TABLES:
             conn.execute(statement)
 
     db.migrate([tables])
-    return Dialect(transaction=db.transaction, read=lambda: contextlib.nullcontext(db.conn), run=db.run, mark="?",
-                   lock_skip="", now="((julianday('now') - 2440587.5) * 86400.0)", close=db.close)  # fmt: skip
+    thread = ThreadPoolExecutor(1, thread_name_prefix="vector-stores")
+
+    async def run(work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(thread, functools.partial(work, *args))
+
+    def close() -> None:
+        thread.shutdown(wait=True)
+        db.close()
+
+    return Dialect(transaction=db.transaction, read=lambda: contextlib.nullcontext(db.conn), run=run, mark="?",
+                   lock_skip="", now="((julianday('now') - 2440587.5) * 86400.0)", close=close)  # fmt: skip
 
 
 def pg_dialect(db: PgDatabase) -> Dialect:
