@@ -11,7 +11,6 @@ from msgspec import Meta, Struct
 StoreStatus = Literal["in_progress", "completed", "expired"]
 FileStatus = Literal["in_progress", "completed", "cancelled", "failed"]
 FileErrorCode = Literal["server_error", "unsupported_file", "invalid_file"]
-Order = Literal["asc", "desc"]
 AttributeValue = str | int | float | bool
 Metadata = dict[str, str]  # OpenAI's: at most 16 keys of 64 characters, values of 512 (checked by check_metadata)
 Attributes = dict[str, AttributeValue]  # the same limits, values also numbers and booleans

@@ -15,7 +15,8 @@ import msgspec
 
 from service.embeddings.registry import EmbedderRegistry
 from service.errors import InvalidRequest, NotFound
-from service.finetune.files import FileStore
+from service.finetune.files import FileStore, Order
+from service.finetune.jobs import Page
 from service.limits import MAX_BATCH_QUERIES
 from service.search.service import SearchService
 from service.search.values import IndexSpec, SearchQuery, SearchRequest
@@ -34,7 +35,6 @@ from service.vector_stores.records import (
     NewFileBatch,
     NewStoreFile,
     NewVectorStore,
-    Order,
     SearchPage,
     SearchResult,
     StoreFileChange,
@@ -44,7 +44,7 @@ from service.vector_stores.records import (
     VectorStoreChange,
     VectorStoreFile,
 )
-from service.vector_stores.tables import Page, VectorStoreTables
+from service.vector_stores.tables import VectorStoreTables
 
 MAX_BATCH_FILES = 2000  # OpenAI's
 DAY_S = 86_400

@@ -23,10 +23,11 @@ import msgspec
 from indexes.databases.postgres import PgDatabase
 from indexes.databases.sqlite import Database, sqlite3
 from service.errors import NotFound
-from service.vector_stores.records import FileBatch, FileCounts, FileStatus, Order, VectorStore, VectorStoreFile
+from service.finetune.files import Order
+from service.finetune.jobs import Page
+from service.vector_stores.records import FileBatch, FileCounts, FileStatus, VectorStore, VectorStoreFile
 
 T = TypeVar("T")
-Page = tuple[list[T], bool]
 
 SQLITE_TABLES = [
     "CREATE TABLE vector_stores (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, "
