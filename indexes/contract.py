@@ -9,15 +9,15 @@ what is written here; tests/test_architecture.py checks both engines' signatures
 - `search` returns only documents that pass the filter, at most `top_k`, best first, never fewer than `top_k` when
   that many match (exact for flat indexes; HNSW may miss near-ties but never returns a non-match).
 - Scores are higher-is-better (cosine, inner product, minus the L2 distance; BM25 for lexical).
-- Errors are indexes/errors.py's: IndexNotFound, IndexExists, DocumentNotFound, InvalidDocument, InvalidFilter,
-  InvalidConfig, IndexUnavailable, StorageUnavailable, SchemaTooNew.
+- Errors are indexes/errors.py's: IndexNotFound (IndexReplaced), IndexExists, DocumentNotFound, InvalidDocument,
+  InvalidFilter, InvalidConfig, IndexUnavailable, StorageUnavailable, SchemaTooNew.
 - Every method blocks (storage work, FAISS): call it in a worker thread (indexes/databases/loop.run); on a thread
   that runs an event loop it raises BlockingCallOnLoop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -25,7 +25,15 @@ import numpy as np
 
 from indexes.config import FieldType, IndexConfig
 from indexes.filters import MetadataFilter
-from indexes.values import DocumentRecord, Hit, IndexStats, SearchRequest, StoredDocument, UpsertResult
+from indexes.values import (
+    DocumentRecord,
+    Hit,
+    IndexExport,
+    IndexStats,
+    SearchRequest,
+    StoredDocument,
+    UpsertResult,
+)
 
 
 class IndexStoreContract(Protocol):
@@ -65,6 +73,11 @@ class IndexStoreContract(Protocol):
 
     def stats(self) -> IndexStats: ...
 
+    def export(self, batch: int = 1000) -> AbstractContextManager[IndexExport]:
+        """Everything in the index as of one instant, for a snapshot: reads and writes go on meanwhile, unseen by
+        it. Read the batches inside the context, on the thread that entered it."""
+        ...
+
     def set_config(self, config: IndexConfig) -> None:
         """Change what may change after creation (ef_search, query_model)."""
         ...
@@ -83,6 +96,13 @@ class CatalogContract(Protocol):
     def create(self, config: IndexConfig) -> None: ...
 
     def delete(self, name: str) -> None: ...
+
+    def restore(self, config: IndexConfig, batches: Iterable[Sequence[DocumentRecord]]) -> None:
+        """Build index `config.name` from these documents, their vectors as given (nothing is embedded), and put it
+        in place of the index of that name (if any) in one step: readers see the old index or the new one, never a
+        mix, and a store lent out for the old one raises IndexReplaced. An error while building (from `batches`
+        too), or a crash, leaves the old index as it was."""
+        ...
 
     def names(self) -> list[str]: ...
 

@@ -15,6 +15,15 @@ class IndexNotFound(IndexStoreError):
         super().__init__(f"No index named '{name}'.", "name")
 
 
+class IndexReplaced(IndexNotFound):
+    """The index a store was lent for has been replaced by a restore: acquire it again to reach the new one."""
+
+    def __init__(self, name: str) -> None:  # noqa: B042 (the message differs from IndexNotFound's)
+        IndexStoreError.__init__(
+            self, f"Index '{name}' was restored from a snapshot meanwhile; retry to use the restored index.", "name"
+        )
+
+
 class IndexExists(IndexStoreError):
     def __init__(self, name: str) -> None:
         super().__init__(f"An index named '{name}' already exists.", "name")
@@ -48,6 +57,11 @@ class InvalidDocument(IndexStoreError):
 
 class StorageUnavailable(IndexStoreError):
     """The database behind the store (PostgreSQL) cannot be reached, or did not answer in time: retry later."""
+
+
+class InvalidSnapshot(IndexStoreError):
+    """A snapshot file that cannot be restored (damaged, truncated, another format version, or not a snapshot):
+    nothing was changed."""
 
 
 class SchemaTooNew(IndexStoreError):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
+from indexes.config import IndexConfig
 from indexes.errors import InvalidDocument
 from indexes.filters import MetadataFilter
 
@@ -34,6 +35,10 @@ class DocumentRecord(msgspec.Struct):
     metadata: dict[str, Any]
     content_hash: str
     chunks: list[ChunkRecord]  # filled in once embedded
+    # When the document was first stored and last changed (epoch seconds): given by a restore, which keeps a
+    # snapshot's times; None for a new write (the store's clock).
+    created_at: float | None = None
+    updated_at: float | None = None
 
 
 def check_dimensions(documents: Sequence[DocumentRecord], dimensions: int) -> None:
@@ -46,6 +51,16 @@ def check_dimensions(documents: Sequence[DocumentRecord], dimensions: int) -> No
                     f"{dimensions}.",
                     "documents",
                 )
+
+
+class IndexExport(msgspec.Struct, frozen=True):
+    """An index's content as of one instant (writes go on meanwhile): its config and counts, then every document
+    with its chunks' spans and vectors, in id order (bytewise), a batch at a time."""
+
+    config: IndexConfig
+    documents: int
+    vectors: int
+    batches: Iterator[list[DocumentRecord]]
 
 
 class UpsertResult(msgspec.Struct, frozen=True):

@@ -104,6 +104,18 @@ class Database:
             raise
         conn.execute("COMMIT")
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own, read-only, in one read transaction: a long read (a snapshot) sees one instant
+        while writers go on beside it (WAL), and shares nothing with this thread's connection."""
+        forbid_event_loop("SQLite database", self.path.name)
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("BEGIN")  # the snapshot is taken at the first read
+            yield conn
+        finally:
+            conn.close()  # ends the transaction
+
     def select_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> Iterator[tuple]:
         """Rows of `sql`, whose `{marks}` becomes the placeholders of each batch of `values` (after `params`).
         Also for DELETE ... RETURNING."""

@@ -1,8 +1,10 @@
 """IndexCatalog: the indexes of a data dir, one folder each.
 
 A folder named after an index exists only once the index is complete: create builds it under a temporary name and
-renames it into place, delete renames it aside before removing it. Leftovers of a crash (temporary folders, or an
-incomplete folder from an older version) are removed or skipped with a log line, never listed.
+renames it into place, delete renames it aside before removing it. A restore builds the new index under a
+temporary name too, then renames the old folder aside (`.replaced-`) and the new one into place; a crash between
+the two renames is undone at the next start (the old folder is put back). Leftovers of a crash (temporary folders,
+or an incomplete folder from an older version) are removed or skipped with a log line, never listed.
 
 At most `max_open` indexes are kept open (each holds file descriptors); callers borrow a store with `use(name)`,
 and only stores nobody is using are closed to make room.
@@ -17,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +27,15 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from indexes.config import IndexConfig, check_name
+from indexes.config import IndexConfig, check_config, check_name
 from indexes.databases.sqlite import sqlite3
 from indexes.embedded.record import DATABASE
 from indexes.embedded.store import DEFAULT_OPTIONS, IndexStore, StoreOptions
 from indexes.errors import IndexExists, IndexNotFound, IndexUnavailable
+from indexes.values import DocumentRecord
 
 log = logging.getLogger("vsearch")
-CREATING, DELETING = ".creating-", ".deleting-"
+CREATING, DELETING, REPLACED = ".creating-", ".deleting-", ".replaced-"
 T = TypeVar("T")
 
 
@@ -92,6 +95,14 @@ class IndexCatalog:
         self._open: OrderedDict[str, _Open] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self._reported: set[str] = set()
+        for replaced in root.glob(f"{REPLACED}*"):  # a restore stopped between its two renames
+            folder = root / replaced.name[len(REPLACED) :].rsplit("-", 1)[0]
+            if folder_state(folder) == "complete":
+                shutil.rmtree(replaced, ignore_errors=True)
+            else:
+                log.warning("putting %s back: a restore of it was interrupted", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+                replaced.rename(folder)
         for leftover in root.glob(".*-*"):
             if leftover.name.startswith((CREATING, DELETING)):
                 log.warning("removing %s, left by an interrupted create or delete", leftover)
@@ -126,6 +137,33 @@ class IndexCatalog:
                     shutil.rmtree(staging, ignore_errors=True)
 
             self._with_descriptors(build)
+
+    def restore(self, config: IndexConfig, batches: Iterable[Sequence[DocumentRecord]]) -> None:
+        """Build the index in a folder of its own (no lock held: the old index serves meanwhile), then swap the
+        folders under the catalog lock once the store in use has finished its reads and write."""
+        config = check_config(config)
+        staging = self.root / f"{CREATING}{config.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            store = IndexStore(staging, config, self.options)
+            try:
+                for batch in batches:
+                    store.upsert(batch)
+            except BaseException:
+                store.close(checkpoint=False)
+                raise
+            store.close()  # a checkpoint: the new index opens without rebuilding FAISS
+            with self._lock:
+                folder = self._folder(config.name)
+                entry = self._open.pop(config.name, None)
+                if entry is not None:
+                    entry.store.retire()
+                aside = self.root / f"{REPLACED}{config.name}-{uuid.uuid4().hex[:8]}"
+                if folder.exists():
+                    folder.rename(aside)
+                staging.rename(folder)
+            shutil.rmtree(aside, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     @contextmanager
     def use(self, name: str) -> Iterator[IndexStore]:

@@ -17,14 +17,14 @@ import numpy as np
 import sqlite_utils
 
 from indexes.config import IndexConfig
-from indexes.databases.sqlite import Database, Migration, sqlite3
+from indexes.databases.sqlite import Database, Migration, batches, sqlite3
 from indexes.embedded.directory import ChunkName
 from indexes.embedded.filters import SqlFilter, index_column
 from indexes.filters import json_path
 from indexes.ranking import RankedList
 from indexes.searching import EMPTY, ChunkRow
 from indexes.text import ENGLISH_STOPWORDS, query_words
-from indexes.values import DocumentRecord, StoredDocument, UpsertResult
+from indexes.values import ChunkRecord, DocumentRecord, IndexExport, StoredDocument, UpsertResult
 
 DATABASE = "index.sqlite"
 LEXICAL_TOKENIZERS = {
@@ -97,6 +97,36 @@ def stored_config(db: Database) -> IndexConfig:
                                type=IndexConfig)  # fmt: skip
 
 
+def export(conn: sqlite3.Connection, batch: int = 1000) -> IndexExport:
+    """The record's content through `conn`, a connection in one read transaction (Database.reading()): what a
+    snapshot reads, from the server's open index or from the file alone (a backup beside a running server)."""
+    config = msgspec.json.decode(conn.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0],
+                                 type=IndexConfig)  # fmt: skip
+    documents = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+    vectors = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    return IndexExport(config, documents, vectors, _exported(conn, config.dimensions, batch))
+
+
+def _exported(conn: sqlite3.Connection, dimensions: int, batch: int) -> Iterator[list[DocumentRecord]]:
+    after = ""  # ids are never empty
+    while rows := conn.execute(
+        "SELECT doc_id, text, metadata, content_hash, created_at, updated_at FROM documents WHERE doc_id > ? "
+        "ORDER BY doc_id LIMIT ?",
+        (after, batch),
+    ).fetchall():
+        chunks: dict[str, list[ChunkRecord]] = {row[0]: [] for row in rows}
+        for part in batches(list(chunks)):
+            marks = ",".join("?" * len(part))
+            for doc_id, start, end, blob in conn.execute(
+                f"SELECT doc_id, start, end, vector FROM chunks WHERE doc_id IN ({marks}) ORDER BY doc_id, chunk_index",
+                part,
+            ):
+                chunks[doc_id].append(ChunkRecord(start, end, np.frombuffer(blob, "<f4").reshape(dimensions)))
+        yield [DocumentRecord(doc_id, text, json.loads(metadata), content_hash, chunks[doc_id], created, updated)
+               for doc_id, text, metadata, content_hash, created, updated in rows]  # fmt: skip
+        after = rows[-1][0]
+
+
 def fts_query(text: str, stopwords: frozenset[str] = frozenset()) -> str:
     """Any text as an FTS5 query: its words, each quoted as a literal, any of them matching (BM25 ranks the
     documents with more and rarer words first)."""
@@ -137,7 +167,7 @@ class IndexRecord:
             db.execute(
                 "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (doc.doc_id, doc.text, json.dumps(doc.metadata, ensure_ascii=False), doc.content_hash,
-                 len(doc.chunks), row[0] if row else now, now),
+                 len(doc.chunks), doc.created_at or (row[0] if row else now), doc.updated_at or now),
             )  # fmt: skip
             for index, chunk in enumerate(doc.chunks):
                 vector = np.ascontiguousarray(chunk.vector, dtype="<f4")

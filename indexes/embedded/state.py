@@ -18,7 +18,7 @@ from indexes.embedded.planner import PlannerLimits
 from indexes.embedded.record import IndexRecord
 from indexes.embedded.rwlock import RWLock
 from indexes.embedded.vectors import MERGE_SIZE, VectorIndex
-from indexes.errors import IndexNotFound
+from indexes.errors import IndexNotFound, IndexReplaced
 from indexes.values import PathObserver
 
 VECTORS = "vectors.faiss"
@@ -50,7 +50,8 @@ class OpenIndex:
         self.directory: ChunkDirectory | None = None  # loaded in the background after the open; None till then
         self.version = 0  # bumped by every committed write (prefetched lists, plans)
         self.closed = False  # after it, every read and write is IndexNotFound
+        self.replaced = False  # closed because a restore put another index in its place: IndexReplaced
 
     def check_open(self) -> None:
-        if self.closed:  # deleted (or shut down) while the caller held on to it
-            raise IndexNotFound(self.config.name)
+        if self.closed:  # deleted, replaced or shut down while the caller held on to it
+            raise IndexReplaced(self.config.name) if self.replaced else IndexNotFound(self.config.name)

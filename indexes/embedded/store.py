@@ -23,7 +23,7 @@ from indexes.databases.loop import forbid_event_loop
 from indexes.embedded.filters import SqlFilter, compile_sqlite
 from indexes.embedded.maintenance import Maintenance, recover_vectors
 from indexes.embedded.planner import FilterPlanner
-from indexes.embedded.record import DATABASE, IndexRecord, index_fields
+from indexes.embedded.record import DATABASE, IndexRecord, export, index_fields
 from indexes.embedded.search import PrefetchedList, StoreSnapshot
 from indexes.embedded.state import DEFAULT_OPTIONS, VECTORS, OpenIndex, StoreOptions
 from indexes.errors import DocumentNotFound
@@ -32,6 +32,7 @@ from indexes.searching import ranked_search, search_depth
 from indexes.values import (
     DocumentRecord,
     Hit,
+    IndexExport,
     IndexStats,
     SearchRequest,
     StoredDocument,
@@ -208,8 +209,25 @@ class IndexStore:
             index.options.on_search(snapshot.path)
         return hits
 
+    @contextmanager
+    def export(self, batch: int = 1000) -> Iterator[IndexExport]:
+        """Everything in the index as of one instant, read on a connection of its own: writes and searches go on
+        meanwhile (the store's lock is not held)."""
+        with self._reading() as index:
+            db = index.record.db
+        with db.reading() as conn:
+            yield export(conn, batch)
+
     def checkpoint(self) -> None:
         self.maintenance.checkpoint()
+
+    def retire(self) -> None:
+        """Close for a restore that puts another index in this one's place: waits for the reads and write in
+        progress; whoever holds this store afterwards gets IndexReplaced (and acquires the new one)."""
+        self.maintenance.wait_for_checkpoint()
+        with self._index.lock.write():
+            self._index.closed = self._index.replaced = True
+            self._index.record.db.close()
 
     def close(self, checkpoint: bool = True) -> None:
         """Checkpoint (unless the index is being deleted) and close. Waits for the write or reads in progress;

@@ -29,15 +29,17 @@ from psycopg.types.json import Jsonb
 
 from indexes.config import FieldType, IndexConfig, check_config
 from indexes.databases.postgres import PgDatabase
-from indexes.errors import DocumentNotFound, IndexNotFound
+from indexes.errors import DocumentNotFound, IndexNotFound, IndexReplaced
 from indexes.filters import MetadataFilter
 from indexes.postgres.filters import compile_pg_filter, field_value
 from indexes.ranking import RankedList
 from indexes.searching import EMPTY, ChunkRow, Others, build_hits, lists_for, ranked_search, wanted_rows
 from indexes.text import ENGLISH_STOPWORDS, query_words
 from indexes.values import (
+    ChunkRecord,
     DocumentRecord,
     Hit,
+    IndexExport,
     IndexStats,
     Mode,
     PathObserver,
@@ -91,7 +93,12 @@ def index_operator(config: IndexConfig) -> tuple[str, str]:
 
 def schema(table: str, config: IndexConfig) -> list[str]:
     """The statements that make an index's tables (`table` is a fixed prefix, never input)."""
-    statements = [
+    return tables(table, config) + table_indexes(table, config)
+
+
+def tables(table: str, config: IndexConfig) -> list[str]:
+    """The tables alone (a restore fills them before building their indexes: faster than keeping them up)."""
+    return [
         f'CREATE TABLE {table}_documents (doc_id text COLLATE "C" PRIMARY KEY, text text NOT NULL, '
         "metadata jsonb NOT NULL, content_hash text NOT NULL, chunk_count integer NOT NULL, "
         "created_at double precision NOT NULL, updated_at double precision NOT NULL)",
@@ -100,6 +107,11 @@ def schema(table: str, config: IndexConfig) -> list[str]:
         f" {table}_documents ON DELETE CASCADE, chunk_index integer NOT NULL, "
         f'start integer NOT NULL, "end" integer NOT NULL, metadata jsonb NOT NULL, '
         f"embedding vector({config.dimensions}) NOT NULL, lexical tsvector NOT NULL)",
+    ]
+
+
+def table_indexes(table: str, config: IndexConfig) -> list[str]:
+    statements = [
         f"CREATE INDEX ON {table}_chunks (doc_id)",
         f"CREATE INDEX ON {table}_chunks USING gin (metadata jsonb_path_ops)",
         f"CREATE INDEX ON {table}_chunks USING gin (lexical)",
@@ -134,6 +146,7 @@ class PgIndexStore:
         self._db = db
         self._on_search = on_search
         self._table = table
+        self._id = int(table.removeprefix("vs"))  # the catalog's row for this index
         self._documents = f"{table}_documents"
         self._chunks = f"{table}_chunks"
         self.config = config
@@ -144,8 +157,9 @@ class PgIndexStore:
         try:
             with self._db.transaction(snapshot) as conn:
                 yield conn
-        except psycopg.errors.UndefinedTable:  # the index was deleted while this store was lent out
-            raise IndexNotFound(self.config.name) from None
+        except psycopg.errors.UndefinedTable:  # the index was deleted, or restored, while this store was lent out
+            renamed = self._db.execute("SELECT 1 FROM vsearch_indexes WHERE name = %s", (self.config.name,))
+            raise (IndexReplaced if renamed else IndexNotFound)(self.config.name) from None
 
     # --- writes ---------------------------------------------------------------------------------------------------
 
@@ -163,8 +177,8 @@ class PgIndexStore:
                 f"INSERT INTO {self._documents} AS d VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (doc_id) DO "
                 "UPDATE SET text = excluded.text, metadata = excluded.metadata, content_hash = excluded.content_hash, "
                 "chunk_count = excluded.chunk_count, updated_at = excluded.updated_at RETURNING (xmax = 0)",
-                [(doc.doc_id, doc.text, Jsonb(doc.metadata), doc.content_hash, len(doc.chunks), now, now)
-                 for doc in ordered],
+                [(doc.doc_id, doc.text, Jsonb(doc.metadata), doc.content_hash, len(doc.chunks),
+                  doc.created_at or now, doc.updated_at or now) for doc in ordered],
                 returning=True,
             )  # fmt: skip
             for doc in ordered:
@@ -199,8 +213,7 @@ class PgIndexStore:
     def set_config(self, config: IndexConfig) -> None:
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE vsearch_indexes SET config = %s WHERE name = %s",
-                (Jsonb(msgspec.to_builtins(config)), config.name),
+                "UPDATE vsearch_indexes SET config = %s WHERE id = %s", (Jsonb(msgspec.to_builtins(config)), self._id)
             )
         self.config = config
 
@@ -214,8 +227,7 @@ class PgIndexStore:
             for statement in field_indexes(self._table, new):
                 conn.execute(statement)  # type: ignore[arg-type]
             conn.execute(
-                "UPDATE vsearch_indexes SET config = %s WHERE name = %s",
-                (Jsonb(msgspec.to_builtins(config)), config.name),
+                "UPDATE vsearch_indexes SET config = %s WHERE id = %s", (Jsonb(msgspec.to_builtins(config)), self._id)
             )
         self.config = config
 
@@ -256,6 +268,33 @@ class PgIndexStore:
                 (self._documents, self._chunks),
             ).fetchone()  # type: ignore[misc]
         return IndexStats(documents, vectors, vectors, size)  # no FAISS: its count is the table's
+
+    @contextmanager
+    def export(self, batch: int = 1000) -> Iterator[IndexExport]:
+        """One read-only REPEATABLE READ transaction: every batch reads the same instant."""
+        with self._transaction(snapshot=True) as conn:
+            documents, vectors = conn.execute(
+                f"SELECT (SELECT count(*) FROM {self._documents}), (SELECT count(*) FROM {self._chunks})"
+            ).fetchone()  # type: ignore[misc]
+            yield IndexExport(self.config, documents, vectors, self._exported(conn, batch))
+
+    def _exported(self, conn: psycopg.Connection, batch: int) -> Iterator[list[DocumentRecord]]:
+        after = ""
+        while rows := conn.execute(
+            f"SELECT doc_id, text, metadata, content_hash, created_at, updated_at FROM {self._documents} "
+            "WHERE doc_id > %s ORDER BY doc_id LIMIT %s",
+            (after, batch),
+        ).fetchall():
+            chunks: dict[str, list[ChunkRecord]] = {row[0]: [] for row in rows}
+            for doc_id, start, end, vector in conn.execute(
+                f'SELECT doc_id, start, "end", embedding FROM {self._chunks} WHERE doc_id = ANY(%s) '
+                "ORDER BY doc_id, chunk_index",
+                (list(chunks),),
+            ):
+                chunks[doc_id].append(ChunkRecord(start, end, vector.to_numpy().astype("<f4")))  # pgvector Vectors
+            yield [DocumentRecord(doc_id, text, metadata, content_hash, chunks[doc_id], created, updated)
+                   for doc_id, text, metadata, content_hash, created, updated in rows]  # fmt: skip
+            after = rows[-1][0]
 
     def prefetch_lexical(self, request: SearchRequest, text: str) -> None:
         return None  # the lexical list is one query in the search's own transaction
