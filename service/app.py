@@ -19,6 +19,7 @@ from service.api.fine_tuning import fine_tuning_router
 from service.api.health import health, metrics, ready
 from service.api.indexes import indexes_router
 from service.api.models import list_models, retrieve_model
+from service.api.snapshots import snapshots_router
 from service.api.vector_stores import vector_stores_router
 from service.config import Settings
 from service.services import Services, build_services
@@ -37,6 +38,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Edge:
             list_models,
             retrieve_model,
             indexes_router,
+            snapshots_router,
             files_router,
             fine_tuning_router,
             vector_stores_router,
@@ -54,6 +56,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Edge:
             "files": constant(services.files),
             "fine_tuning": constant(services.fine_tuning),
             "vector_stores": constant(services.vector_stores),
+            "snapshots": constant(services.snapshots),
             "cache": constant(services.cache),
             "metrics": constant(services.metrics),
             "max_inputs": constant(settings.limits.max_inputs_per_request),

@@ -69,6 +69,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     vector_store_model: str = "all-MiniLM-L6-v2"
     vector_store_workers: Annotated[int, Meta(ge=1, le=64)] = 2
     vector_store_sweep_s: Annotated[float, Meta(gt=0)] = 60.0
+    # Snapshots (POST /v1/indexes/{name}/snapshots): where their files live (default DATA_DIR/snapshots; with
+    # replicas, a folder they share); every how many hours each index gets a scheduled one (0: never), and how
+    # many scheduled ones of each index are kept (those made through the API are never pruned).
+    snapshot_dir: Path | None = None
+    snapshot_interval_h: Annotated[float, Meta(ge=0)] = 0.0
+    snapshot_keep: Annotated[int, Meta(ge=1)] = 7
     # Request limits. In the TOML file and the environment they are top-level names (max_top_k,
     # VSEARCH_MAX_TOP_K), as every other setting.
     limits: Limits = Limits()

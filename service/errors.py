@@ -15,8 +15,10 @@ from indexes.errors import (
     DocumentNotFound,
     IndexExists,
     IndexNotFound,
+    IndexReplaced,
     IndexStoreError,
     IndexUnavailable,
+    InvalidSnapshot,
     StorageUnavailable,
 )
 
@@ -164,8 +166,12 @@ def from_system_error(exc: BaseException) -> VsearchError | None:
 
 def from_store_error(exc: IndexStoreError) -> VsearchError:
     """The storage engine's errors in the domain's terms."""
+    if isinstance(exc, IndexReplaced):  # retried by the search service; this is the third time in a row
+        return Conflict(exc.message, exc.param, code="index_restored")
     if isinstance(exc, IndexNotFound):
         return NotFound(exc.message, exc.param, code="index_not_found")
+    if isinstance(exc, InvalidSnapshot):
+        return InvalidRequest(exc.message, exc.param, code="invalid_snapshot")
     if isinstance(exc, DocumentNotFound):
         return NotFound(exc.message, exc.param, code="document_not_found")
     if isinstance(exc, IndexExists):

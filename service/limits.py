@@ -13,6 +13,7 @@ MAX_FILES_PAGE_SIZE = 10_000  # `limit` of GET /v1/files, as OpenAI allows
 MAX_BATCH_QUERIES = 100  # `queries` in one query request
 MAX_UPLOAD_PARTS = 16  # multipart parts in one upload
 MAX_FORM_FIELD_BYTES = 4096  # each multipart part other than the file (purpose)
+MAX_RESTORE_BODY_BYTES = 4096  # a restore by snapshot id (JSON); a restore from a file: max_upload_bytes
 
 
 class Limits(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

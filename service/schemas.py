@@ -27,6 +27,7 @@ from service.search.values import (
     Normalization,
     Quantization,
 )
+from service.snapshots.records import Snapshot
 from service.vector_stores.records import TextContent, VectorStore, VectorStoreFile
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -333,6 +334,14 @@ class CacheStatsObject(Struct, kw_only=True):
 
 
 # --- vector stores ------------------------------------------------------------------------------------------------
+
+
+class SnapshotList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[Snapshot]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool = False  # every snapshot of the index, in one page
 
 
 class VectorStoreList(Struct, kw_only=True):

@@ -25,6 +25,8 @@ from service.finetune.jobs import JobStore, PgJobStore, SqliteJobStore
 from service.finetune.service import FineTuningService, SharedJobs
 from service.metrics import Gauges, Metrics
 from service.search.service import SearchService
+from service.snapshots.schedule import SnapshotSchedule
+from service.snapshots.service import SnapshotService
 from service.vector_stores.service import VectorStoreOptions, VectorStoreService
 from service.vector_stores.tables import VectorStoreTables, pg_dialect, sqlite_dialect
 from service.vector_stores.worker import FileProcessor
@@ -42,14 +44,20 @@ class Services:
     metrics: Metrics
     vector_stores: VectorStoreService
     processor: FileProcessor  # the vector stores' background work
+    snapshots: SnapshotService
+    schedule: SnapshotSchedule | None  # scheduled snapshots (snapshot_interval_h), if on
     database: PgDatabase | None = None  # with database_url: the pool every store above shares
 
     async def start(self) -> None:
         await self.registry.start()
         await self.fine_tuning.start()
         await self.processor.start()
+        if self.schedule is not None:
+            await self.schedule.start()
 
     async def stop(self) -> None:
+        if self.schedule is not None:
+            await self.schedule.stop()
         await self.processor.stop()
         await self.fine_tuning.stop()
         for provider in self.providers:
@@ -144,8 +152,12 @@ def build_services(settings: Settings) -> Services:
                                  sweep_s=settings.vector_store_sweep_s)  # fmt: skip
     vector_stores = VectorStoreService(tables, files, registry=registry, search=search, options=options)
     processor = FileProcessor(vector_stores, shared=database is not None)
+    snapshots = SnapshotService(settings.snapshot_dir or data / "snapshots", search, settings.limits.max_upload_bytes)
+    schedule = None
+    if settings.snapshot_interval_h > 0:
+        schedule = SnapshotSchedule(snapshots, settings.snapshot_interval_h * 3600, settings.snapshot_keep)
     services = Services(settings, registry, search, files, fine_tuning, providers, cache, metrics, vector_stores,
-                        processor, database)  # fmt: skip
+                        processor, snapshots, schedule, database)  # fmt: skip
     metrics.watch_storage(services.gauges)
     return services
 

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import re
 import time
 import uuid
 from urllib.parse import urlsplit
@@ -41,6 +42,7 @@ UNBOUNDED_PATHS = frozenset(
     {"/health", "/ready", "/metrics"}
 )  # never refused for load: probes and scrapes must get through
 UPLOAD_PATHS = frozenset({"/v1/files"})  # multipart/form-data; every other body is JSON
+RESTORE_PATH = re.compile(r"/v1/indexes/[^/]+/snapshots/restore")  # JSON, or the snapshot file itself
 WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::", ""})
 
 
@@ -152,6 +154,8 @@ def check_media_type(scope: Scope) -> None:
         return
     media_type = (header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
     wanted = "multipart/form-data" if scope["path"] in UPLOAD_PATHS else "application/json"
+    if media_type == "application/octet-stream" and RESTORE_PATH.fullmatch(scope["path"]):
+        return
     if media_type != wanted:
         raise UnsupportedMediaType(f"Send the request body as {wanted} (Content-Type: {wanted}).")
 

@@ -9,21 +9,22 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import msgspec
 import numpy as np
 
-from indexes.config import IndexConfig
+from indexes.archive import SnapshotReader
+from indexes.config import IndexConfig, check_name
 from indexes.contract import CatalogContract, IndexStoreContract
 from indexes.databases.loop import run
-from indexes.errors import IndexNotFound, IndexUnavailable
-from indexes.values import ChunkRecord, DocumentRecord, SearchRequest
+from indexes.errors import IndexNotFound, IndexReplaced, IndexUnavailable
+from indexes.values import ChunkRecord, DocumentRecord, IndexExport, SearchRequest
 from service.chunking import token_windows
 from service.embeddings.registry import EmbedderRegistry
-from service.errors import InvalidRequest, NotFound, translates_store_errors
+from service.errors import InvalidRequest, ModelNotFound, NotFound, translates_store_errors
 from service.limits import Limits
 from service.search.values import (
     Chunking,
@@ -41,6 +42,7 @@ from service.search.values import (
 )
 
 T = TypeVar("T")
+TRIES = 3  # a restore may replace an index between a store's acquire and its use: acquire the new one and retry
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -105,7 +107,19 @@ class SearchService:
             with self._catalog.use(name) as store:
                 return work(store)
 
-        return await run(use)
+        return await self._retried(lambda: run(use))
+
+    @staticmethod
+    async def _retried(attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()`, again if the index it used was replaced by a restore (a replaced store refuses before
+        changing anything, so the retry is the whole operation, on the restored index)."""
+        for tries in range(1, TRIES + 1):
+            try:
+                return await attempt()
+            except IndexReplaced:
+                if tries == TRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def _holding(self, name: str) -> AsyncIterator[IndexStoreContract]:
@@ -173,6 +187,11 @@ class SearchService:
         self, name: str, documents: Sequence[NewDocument], chunking: Chunking, bulk: bool = False
     ) -> IngestResult:
         """`bulk`: embedded in the bulk lane (background work: a vector store's files)."""
+        return await self._retried(lambda: self._ingest(name, documents, chunking, bulk))
+
+    async def _ingest(
+        self, name: str, documents: Sequence[NewDocument], chunking: Chunking, bulk: bool
+    ) -> IngestResult:
         if not documents:
             raise InvalidRequest("'documents' must not be empty.", param="documents")
         if len(documents) > self._limits.max_documents_per_request:
@@ -299,8 +318,12 @@ class SearchService:
                                  param="top_k")  # fmt: skip
         if query.vector is not None:  # nothing to await in between: one trip to a worker thread
             return await self._on_index(name, lambda store: self._search_by_vector(store, query))
-        async with self._holding(name) as store:
-            return await self._search(store, query)
+
+        async def search() -> QueryOutcome:
+            async with self._holding(name) as store:
+                return await self._search(store, query)
+
+        return await self._retried(search)
 
     def _search_by_vector(self, store: IndexStoreContract, query: SearchQuery) -> QueryOutcome:
         config = store.config
@@ -352,6 +375,56 @@ class SearchService:
         """The `top_k` nearest chunks of each of `vectors` (dense, unfiltered): for mining hard negatives."""
         request = SearchRequest(top_k=top_k, with_vectors=True)
         return await self._on_index(name, lambda store: [store.search(request, v[None, :], None) for v in vectors])
+
+    # --- snapshots ------------------------------------------------------------------------------------------------
+
+    @translates_store_errors
+    async def export_index(self, name: str, write: Callable[[IndexExport], T]) -> T:
+        """`write(content)` in a worker thread, over index `name` as of one instant (reads and writes go on)."""
+
+        def export(store: IndexStoreContract) -> T:
+            with store.export() as content:
+                return write(content)
+
+        return await self._on_index(name, export)
+
+    @translates_store_errors
+    async def restore_index(self, name: str, snapshot: SnapshotReader) -> IndexInfo:
+        """Index `name` replaced by (or made from) the snapshot, its vectors as stored: nothing is embedded. What
+        this server cannot serve is refused before anything changes: a model it does not have, vectors of another
+        width than the model's or than the index being replaced."""
+        config = msgspec.structs.replace(snapshot.config, name=check_name(name))
+        for model, param in ((config.model, "model"), (config.query_model, "query_model")):
+            if model is None:
+                continue
+            try:
+                await self._registry.known(model)
+            except ModelNotFound:
+                raise InvalidRequest(
+                    f"The snapshot's index uses {param} '{model}', which this server does not serve: add the model "
+                    "(or restore a backup that has it) first.",
+                    param="file",
+                    code="model_not_found",
+                ) from None
+        expected = self._registry.output_dimensions(config.model, config.requested_dimensions)
+        if expected != config.dimensions:
+            raise InvalidRequest(
+                f"The snapshot's vectors have {config.dimensions} dimensions, but model '{config.model}' gives "
+                f"{expected}.",
+                param="file",
+                code="dimensions_mismatch",
+            )
+        if name in await self.index_names():
+            current = await self._on_index(name, lambda store: store.config)
+            if current.dimensions != config.dimensions:
+                raise InvalidRequest(
+                    f"The snapshot's vectors have {config.dimensions} dimensions; index '{name}' has "
+                    f"{current.dimensions}. Restore it under another name, or delete the index first.",
+                    param="file",
+                    code="dimensions_mismatch",
+                )
+        await run(self._catalog.restore, config, snapshot.batches())
+        return await self._on_index(name, _info)
 
     # --- operations -----------------------------------------------------------------------------------------------
 
