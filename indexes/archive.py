@@ -219,7 +219,10 @@ class SnapshotReader:
         expected = _decode(self._read(member, CHECKSUMS, MAX_META_BYTES, summed=False), Checksums, CHECKSUMS)
         if self._next() is not None:
             raise InvalidSnapshot("The snapshot has members after its checksums.", "file")
-        if self._compressed.read(1):  # anything after the tar's end (a second snapshot glued on, garbage)
+        # The tar's end is padded with zeros to a whole record; anything else after it (another snapshot glued on,
+        # garbage) is refused.
+        rest = self._compressed.read(tarfile.RECORDSIZE + 1)
+        if len(rest) > tarfile.RECORDSIZE or rest.count(0) != len(rest):
             raise InvalidSnapshot("The snapshot has data after its end.", "file")
         for name, found in self._sums.items():
             if expected.members.get(name) != found:

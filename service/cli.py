@@ -11,9 +11,10 @@ from pathlib import Path
 
 from indexes.databases.sqlite import sqlite3
 from indexes.embedded.memory import map_large_allocations
-from indexes.errors import SchemaTooNew, StorageUnavailable
-from service.config import ConfigError, load_settings
+from indexes.errors import IndexStoreError, SchemaTooNew, StorageUnavailable
+from service.config import ConfigError, Settings, load_settings
 from service.errors import ModelNotInstalled
+from service.lock import DataDirInUse, DataDirLock
 from service.logs import configure_logging
 
 
@@ -39,6 +40,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     _raise_open_files_limit()  # before anything is opened
     map_large_allocations()  # before anything large is allocated
+    try:
+        lock = DataDirLock(settings.data_dir)  # noqa: F841 (held while the process runs)
+    except DataDirInUse as exc:
+        print(f"vsearch: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"vsearch: cannot use the data dir {settings.data_dir}: {exc}", file=sys.stderr)
+        return 2
     try:
         app = create_app(settings)
     except ModelNotInstalled as exc:
@@ -86,6 +95,52 @@ def _migrate(args: argparse.Namespace) -> int:
     where = "PostgreSQL" if settings.database_url else str(settings.data_dir)
     shown = ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
     print(f"vsearch: the schema in {where} is up to date ({shown}; {len(indexes)} indexes)", file=sys.stderr)
+    return 0
+
+
+def _storage_settings(args: argparse.Namespace) -> Settings | None:
+    """The settings that say where data lives; None once the error is printed."""
+    try:
+        return load_settings(args.config, database_url=args.database_url, data_dir=args.data_dir)
+    except ConfigError as exc:
+        print(f"vsearch: {exc}", file=sys.stderr)
+        return None
+
+
+def _snapshot_command(args: argparse.Namespace) -> int:
+    """backup, restore, export, import: each on the configured storage directly (service/snapshots/backup.py)."""
+    from service.errors import VsearchError
+    from service.lock import DataDirInUse
+    from service.snapshots import backup as backups
+
+    settings = _storage_settings(args)
+    if settings is None:
+        return 2
+    try:
+        if args.command == "backup":
+            manifest = backups.backup(settings, args.destination)
+            print(f"vsearch: backed up {len(manifest.indexes)} indexes, {manifest.files} files and "
+                  f"{manifest.adapters} adapters to {args.destination}", file=sys.stderr)  # fmt: skip
+        elif args.command == "restore":
+            manifest = backups.restore(settings, args.source)
+            print(f"vsearch: restored {len(manifest.indexes)} indexes and the records from {args.source}",
+                  file=sys.stderr)  # fmt: skip
+        elif args.command == "export":
+            out = args.out or Path(f"{args.index}.vsnap")
+            with out.open("wb") as file:
+                documents, vectors = backups.export_index(settings, args.index, file)
+            print(f"vsearch: exported {args.index} ({documents} documents, {vectors} vectors) to {out}",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            info = backups.import_index(settings, args.file, args.name)
+            print(f"vsearch: imported {info.config.name} ({info.stats.document_count} documents, "
+                  f"{info.stats.vector_count} vectors)", file=sys.stderr)  # fmt: skip
+    except (backups.BackupError, DataDirInUse, OSError) as exc:
+        print(f"vsearch: {exc}", file=sys.stderr)
+        return 2
+    except (VsearchError, StorageUnavailable, SchemaTooNew, IndexStoreError) as exc:
+        print(f"vsearch: {exc.message}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -238,6 +293,29 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--checkpoint", type=Path, help="resume file (default .vsearch-ingest/INDEX-HASH.json)")
     ingest.add_argument("--restart", action="store_true", help="ignore the checkpoint and start from the first record")
     ingest.set_defaults(run=_ingest, log_level="warning")
+
+    storage_help = {
+        "backup": "copy every index, file, job, adapter and the embedding cache to a new folder (server may run)",
+        "restore": "put a backup's indexes and records back (embedded engine: stop the server first)",
+        "export": "write one index to a snapshot file, vectors included (server may run)",
+        "import": "make or replace an index from a snapshot file, on either engine, without embedding",
+    }
+    for name, help_text in storage_help.items():
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        if name == "backup":
+            command.add_argument("destination", type=Path, help="a folder that does not exist yet")
+        elif name == "restore":
+            command.add_argument("source", type=Path, help="a folder made by `vsearch backup`")
+        elif name == "export":
+            command.add_argument("index")
+            command.add_argument("--out", type=Path, help="the snapshot file (default INDEX.vsnap)")
+        else:
+            command.add_argument("file", type=Path, help="a snapshot file (vsearch export, or a downloaded snapshot)")
+            command.add_argument("--name", help="the index to make or replace (default: the snapshot's own name)")
+        command.add_argument("--data-dir", type=Path, default=None, help="default VSEARCH_DATA_DIR or ./data")
+        command.add_argument("--database-url", default=None, help="postgresql:// URL (default VSEARCH_DATABASE_URL)")
+        command.add_argument("--config", type=Path, default=None, help="TOML settings file")
+        command.set_defaults(run=_snapshot_command, log_level="warning")
 
     query = commands.add_parser("query", help="search an index and print the results as a table")
     query.add_argument("index")

@@ -5,6 +5,7 @@ background processor), registry (the models)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from indexes.contract import CatalogContract
 from indexes.databases.loop import run
@@ -162,17 +163,20 @@ def build_services(settings: Settings) -> Services:
     return services
 
 
+def sqlite_files(data: Path) -> dict[str, Path]:
+    """The embedded engine's databases besides the indexes', by component (schema versions, backups)."""
+    return {"jobs": data / "finetune" / "jobs.sqlite", "files": data / "files" / "files.sqlite",
+            "cache": data / "cache" / "embeddings.sqlite",
+            "vector_stores": data / "vector_stores" / "records.sqlite"}  # fmt: skip
+
+
 def schema_versions(services: Services) -> dict[str, int]:
     """The schema version of each store's database (`vsearch migrate` prints them); each index's own file has its
     version too."""
     if services.database is not None:
         return services.database.versions()
-    data = services.settings.data_dir
-    paths = {"jobs": data / "finetune" / "jobs.sqlite", "files": data / "files" / "files.sqlite",
-             "cache": data / "cache" / "embeddings.sqlite",
-             "vector_stores": data / "vector_stores" / "records.sqlite"}  # fmt: skip
     versions = {}
-    for name, path in paths.items():
+    for name, path in sqlite_files(services.settings.data_dir).items():
         db = Database(path)
         try:
             versions[name] = db.version()

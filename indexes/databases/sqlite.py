@@ -116,6 +116,20 @@ class Database:
         finally:
             conn.close()  # ends the transaction
 
+    def copy_to(self, target: Path) -> None:
+        """This database, as of one instant, into the file `target` (made or replaced): SQLite's online backup, so
+        writers may go on meanwhile (a backup of a running server), and a restore replaces a file whole."""
+        forbid_event_loop("SQLite database", self.path.name)
+        source = sqlite3.connect(self.path, timeout=30)
+        try:
+            destination = sqlite3.connect(target, timeout=30)
+            try:
+                source.backup(destination)
+            finally:
+                destination.close()
+        finally:
+            source.close()
+
     def select_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> Iterator[tuple]:
         """Rows of `sql`, whose `{marks}` becomes the placeholders of each batch of `values` (after `params`).
         Also for DELETE ... RETURNING."""

@@ -28,11 +28,11 @@ from typing import Literal, TypeVar
 import msgspec
 
 from indexes.config import IndexConfig, check_config, check_name
-from indexes.databases.sqlite import sqlite3
-from indexes.embedded.record import DATABASE
+from indexes.databases.sqlite import Database, sqlite3
+from indexes.embedded.record import DATABASE, export
 from indexes.embedded.store import DEFAULT_OPTIONS, IndexStore, StoreOptions
 from indexes.errors import IndexExists, IndexNotFound, IndexUnavailable
-from indexes.values import DocumentRecord
+from indexes.values import DocumentRecord, IndexExport
 
 log = logging.getLogger("vsearch")
 CREATING, DELETING, REPLACED = ".creating-", ".deleting-", ".replaced-"
@@ -78,6 +78,16 @@ def folder_state(folder: Path) -> FolderState:
         return "damaged"
     finally:
         db.close()
+
+
+@contextmanager
+def exported(folder: Path, batch: int = 1000) -> Iterator[IndexExport]:
+    """The index in `folder` as of one instant, read from its SQLite file alone, read-only: safe beside a server
+    that has the index open (a backup while it runs). FAISS is not read: it is derived, and rebuilt on restore."""
+    if folder_state(folder) != "complete":
+        raise IndexNotFound(folder.name)
+    with Database(folder / DATABASE).reading() as conn:
+        yield export(conn, batch)
 
 
 @dataclass
