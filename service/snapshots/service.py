@@ -111,7 +111,7 @@ class SnapshotService:
     async def create(self, index: str, scheduled: bool = False) -> Snapshot:
         """A snapshot of `index` as of one instant; reads and writes go on meanwhile."""
         folder = self._folder(index)
-        snapshot_id = f"snap_{secrets.token_hex(8)}"
+        snapshot_id = f"snap_{time.time_ns() // 1000:x}{secrets.token_hex(4)}"  # ids sort as they were made
         file, record = folder / f"{snapshot_id}{SUFFIX}", folder / f"{snapshot_id}{RECORD}"
 
         def write(content: IndexExport) -> Snapshot:
