@@ -65,6 +65,42 @@ def check_document_id(doc_id: str, param: str) -> None:
         )
 
 
+async def retried(attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()`, again if the index it used was replaced by a restore (a replaced store refuses before changing
+    anything, so the retry is the whole operation, on the restored index)."""
+    for tries in range(1, TRIES + 1):
+        try:
+            return await attempt()
+        except IndexReplaced:
+            if tries == TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def servable(registry: EmbedderRegistry, config: IndexConfig) -> None:
+    """InvalidRequest (naming the snapshot's file) unless this server has the index's models, and the model gives
+    vectors of the index's width."""
+    for model, param in ((config.model, "model"), (config.query_model, "query_model")):
+        if model is None:
+            continue
+        try:
+            await registry.known(model)
+        except ModelNotFound:
+            raise InvalidRequest(
+                f"The snapshot's index uses {param} '{model}', which this server does not serve: add the model (or "
+                "restore a backup that has it) first.",
+                param="file",
+                code="model_not_found",
+            ) from None
+    expected = registry.output_dimensions(config.model, config.requested_dimensions)
+    if expected != config.dimensions:
+        raise InvalidRequest(
+            f"The snapshot's vectors have {config.dimensions} dimensions, but model '{config.model}' gives {expected}.",
+            param="file",
+            code="dimensions_mismatch",
+        )
+
+
 def _info(store: IndexStoreContract) -> IndexInfo:
     return IndexInfo(store.config, store.stats())
 
@@ -107,19 +143,7 @@ class SearchService:
             with self._catalog.use(name) as store:
                 return work(store)
 
-        return await self._retried(lambda: run(use))
-
-    @staticmethod
-    async def _retried(attempt: Callable[[], Awaitable[T]]) -> T:
-        """`attempt()`, again if the index it used was replaced by a restore (a replaced store refuses before
-        changing anything, so the retry is the whole operation, on the restored index)."""
-        for tries in range(1, TRIES + 1):
-            try:
-                return await attempt()
-            except IndexReplaced:
-                if tries == TRIES:
-                    raise
-        raise AssertionError("unreachable")
+        return await retried(lambda: run(use))
 
     @asynccontextmanager
     async def _holding(self, name: str) -> AsyncIterator[IndexStoreContract]:
@@ -187,7 +211,7 @@ class SearchService:
         self, name: str, documents: Sequence[NewDocument], chunking: Chunking, bulk: bool = False
     ) -> IngestResult:
         """`bulk`: embedded in the bulk lane (background work: a vector store's files)."""
-        return await self._retried(lambda: self._ingest(name, documents, chunking, bulk))
+        return await retried(lambda: self._ingest(name, documents, chunking, bulk))
 
     async def _ingest(
         self, name: str, documents: Sequence[NewDocument], chunking: Chunking, bulk: bool
@@ -323,7 +347,7 @@ class SearchService:
             async with self._holding(name) as store:
                 return await self._search(store, query)
 
-        return await self._retried(search)
+        return await retried(search)
 
     def _search_by_vector(self, store: IndexStoreContract, query: SearchQuery) -> QueryOutcome:
         config = store.config
@@ -394,26 +418,7 @@ class SearchService:
         this server cannot serve is refused before anything changes: a model it does not have, vectors of another
         width than the model's or than the index being replaced."""
         config = msgspec.structs.replace(snapshot.config, name=check_name(name))
-        for model, param in ((config.model, "model"), (config.query_model, "query_model")):
-            if model is None:
-                continue
-            try:
-                await self._registry.known(model)
-            except ModelNotFound:
-                raise InvalidRequest(
-                    f"The snapshot's index uses {param} '{model}', which this server does not serve: add the model "
-                    "(or restore a backup that has it) first.",
-                    param="file",
-                    code="model_not_found",
-                ) from None
-        expected = self._registry.output_dimensions(config.model, config.requested_dimensions)
-        if expected != config.dimensions:
-            raise InvalidRequest(
-                f"The snapshot's vectors have {config.dimensions} dimensions, but model '{config.model}' gives "
-                f"{expected}.",
-                param="file",
-                code="dimensions_mismatch",
-            )
+        await servable(self._registry, config)
         if name in await self.index_names():
             current = await self._on_index(name, lambda store: store.config)
             if current.dimensions != config.dimensions:
