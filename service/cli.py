@@ -122,9 +122,9 @@ def _snapshot_command(args: argparse.Namespace) -> int:
             print(f"vsearch: backed up {len(manifest.indexes)} indexes, {manifest.files} files and "
                   f"{manifest.adapters} adapters to {args.destination}", file=sys.stderr)  # fmt: skip
         elif args.command == "restore":
-            manifest = backups.restore(settings, args.source)
-            print(f"vsearch: restored {len(manifest.indexes)} indexes and the records from {args.source}",
-                  file=sys.stderr)  # fmt: skip
+            manifest = backups.restore(settings, args.source, args.indexes_only)
+            records = "" if args.indexes_only else " and the records"
+            print(f"vsearch: restored {len(manifest.indexes)} indexes{records} from {args.source}", file=sys.stderr)
         elif args.command == "export":
             out = args.out or Path(f"{args.index}.vsnap")
             with out.open("wb") as file:
@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("destination", type=Path, help="a folder that does not exist yet")
         elif name == "restore":
             command.add_argument("source", type=Path, help="a folder made by `vsearch backup`")
+            command.add_argument("--indexes-only", action="store_true",
+                                 help="restore the indexes alone (into either engine), not the records")  # fmt: skip
         elif name == "export":
             command.add_argument("index")
             command.add_argument("--out", type=Path, help="the snapshot file (default INDEX.vsnap)")

@@ -609,3 +609,28 @@ def test_the_index_swap_is_seen_by_a_store_lent_out(server: LiveServer, http: ht
     finally:
         catalog.release(held)
     assert {h[0].split("-")[0] for h in nearest(http, name, unit_vectors(1, seed=25)[0])} == {"new"}
+
+
+def test_a_backups_indexes_alone_move_to_postgres(postgres: str, tmp_path: Path):
+    live = start_server(tmp_path / "data")
+    try:
+        http = httpx.Client(base_url=live.url, timeout=120)
+        names = [new_index(http) for _ in range(2)]
+        for seed, name in enumerate(names):
+            add(http, name, documents("d", 0, 50 + seed, seed=26 + seed))
+        done = vsearch("backup", str(tmp_path / "backup"), "--data-dir", str(tmp_path / "data"))
+        assert done.returncode == 0, done.stderr
+    finally:
+        live.stop()
+    database, pg_data = new_database(postgres), str(tmp_path / "pg-data")
+    refused = vsearch("restore", str(tmp_path / "backup"), "--database-url", database, "--data-dir", pg_data)
+    assert refused.returncode == 2 and "--indexes-only" in refused.stderr
+    done = vsearch("restore", str(tmp_path / "backup"), "--indexes-only", "--database-url", database,
+                   "--data-dir", pg_data)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    live = start_server(tmp_path / "pg-data", database_url=database)
+    try:
+        http = httpx.Client(base_url=live.url, timeout=120)
+        assert [stats(http, name) for name in names] == [(50, 50), (51, 51)]
+    finally:
+        live.stop()

@@ -266,16 +266,18 @@ def read_manifest(source: Path) -> BackupManifest:
     return manifest
 
 
-def restore(settings: Settings, source: Path) -> BackupManifest:
-    """Every index of the backup swapped in, then the records replaced. The backup's engine need not be this one's
-    for the indexes (they are portable); the records go back to the engine they came from."""
+def restore(settings: Settings, source: Path, indexes_only: bool = False) -> BackupManifest:
+    """The records replaced by the backup's, then every index of the backup swapped in. The indexes are portable
+    between engines; the records go back only to the engine they came from (`indexes_only` skips them)."""
     manifest = read_manifest(source)
     engine = "postgres" if settings.database_url is not None else "embedded"
-    if manifest.engine != engine and (manifest.databases or manifest.tables):
+    if indexes_only:
+        manifest = msgspec.structs.replace(manifest, databases=[], tables=[], files=0, adapters=0)
+    elif manifest.engine != engine:
         raise BackupError(f"{source} holds the records of the {manifest.engine} engine; this configuration uses the "
-                          f"{engine} one. Move its indexes with `vsearch import` instead.")  # fmt: skip
+                          f"{engine} one. Restore its indexes alone with --indexes-only.")  # fmt: skip
     with _owning(settings):
-        if engine == "embedded":
+        if engine == "embedded" and not indexes_only:
             _restore_records(settings.data_dir, source, manifest)  # before the stores open them
         services = build_services(settings)  # every store's schema made or brought up to date
         try:
