@@ -634,3 +634,35 @@ def test_a_backups_indexes_alone_move_to_postgres(postgres: str, tmp_path: Path)
         assert [stats(http, name) for name in names] == [(50, 50), (51, 51)]
     finally:
         live.stop()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_restore_on_postgres_leaves_the_old_index(postgres: str, tmp_path: Path):
+    import psycopg
+
+    database = new_database(postgres)
+    env = {"VSEARCH_DATABASE_URL": database}
+    process, url = serve_process(tmp_path / "data", env=env)
+    try:
+        http = httpx.Client(base_url=url, timeout=300)
+        keep = new_index(http, "keep")
+        add(http, keep, documents("k", 0, 100, seed=27))
+        query = unit_vectors(1, seed=28)[0]
+        before = nearest(http, keep, query)
+        with psycopg.connect(database, autocommit=True) as watcher:
+
+            def copying() -> bool:  # the restore's transaction is filling its new tables
+                rows = watcher.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY vs%'").fetchall()
+                return bool(rows)
+
+            kill_when(process, copying, lambda: upload(http, keep, synthetic_snapshot(keep, 60_000)))
+            process, url = serve_process(tmp_path / "data", env=env)
+            http = httpx.Client(base_url=url, timeout=300)
+            assert stats(http, keep) == (100, 100) and nearest(http, keep, query) == before
+            rows = watcher.execute("SELECT name FROM vsearch_indexes").fetchall()
+            assert rows == [(keep,)]  # no half-made index left behind, and its tables went with the transaction
+            tables = watcher.execute("SELECT count(*) FROM pg_tables WHERE tablename ~ '^vs[0-9]+_'").fetchone()
+            assert tables == (2,)
+    finally:
+        process.kill()
+        process.wait(timeout=30)

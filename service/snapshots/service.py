@@ -3,7 +3,8 @@
 A snapshot is one file in the portable format (indexes/archive.py), `ROOT/{index}/{id}.vsnap`, and a record of it
 beside it, `{id}.json`. The file is written under a temporary name, flushed to disk and renamed; the record is
 written (the same way) only after it, and a snapshot is listed only once its record exists. So a process killed
-part-way leaves no half snapshot listed; the leftovers are removed at the next start. Snapshots of the PostgreSQL
+part-way leaves no half snapshot listed; the leftovers are removed at the next start (in a folder replicas share,
+once untouched for an hour). Snapshots of the PostgreSQL
 engine live here too, in the data dir (or `snapshot_dir`: shared storage, for replicas to see one another's).
 
 Restore reads a snapshot, or an upload spooled to `ROOT/.uploads/`, and hands it to the search service: the
@@ -16,7 +17,6 @@ import hashlib
 import logging
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +36,7 @@ from service.snapshots.records import Snapshot
 log = logging.getLogger("vsearch")
 SUFFIX, RECORD, TEMPORARY = ".vsnap", ".json", ".tmp-"
 UPLOADS = ".uploads"
+LEFTOVER_IDLE_S = 3600.0  # in a shared folder, a file this long untouched is no replica's work in progress
 
 
 class HashingWriter:
@@ -77,22 +78,27 @@ def write_durably(path: Path, fill: Callable[[BinaryIO], None]) -> None:
 
 
 class SnapshotService:
-    def __init__(self, root: Path, search: SearchService, max_upload_bytes: int) -> None:
+    def __init__(self, root: Path, search: SearchService, max_upload_bytes: int, shared: bool = False) -> None:
+        """`shared`: other replicas may be writing in `root` too (PostgreSQL with a shared snapshot_dir)."""
         self.root = root
         self.search = search
         self.max_upload_bytes = max_upload_bytes
         root.mkdir(parents=True, exist_ok=True)
-        self._clean()
+        self._clean(idle_s=LEFTOVER_IDLE_S if shared else 0.0)
 
-    def _clean(self) -> None:
-        """Remove what a killed process left: temporary files, snapshot files without their record, uploads."""
-        shutil.rmtree(self.root / UPLOADS, ignore_errors=True)
-        for path in self.root.glob(f"*/{TEMPORARY}*"):
-            path.unlink(missing_ok=True)
-        for path in self.root.glob(f"*/*{SUFFIX}"):
-            if not path.with_suffix(RECORD).exists():
-                log.warning("removing %s: its snapshot was never finished", path)
-                path.unlink(missing_ok=True)
+    def _clean(self, idle_s: float) -> None:
+        """Remove what a killed process left: temporary files, snapshot files without their record, uploads; in a
+        shared folder only those untouched for `idle_s` (another replica may be writing the others)."""
+        now = time.time()
+        leftovers = [*self.root.glob(f"{UPLOADS}/*"), *self.root.glob(f"*/{TEMPORARY}*")]
+        leftovers += [p for p in self.root.glob(f"*/*{SUFFIX}") if not p.with_suffix(RECORD).exists()]
+        for path in leftovers:
+            try:
+                if now - path.stat().st_mtime >= idle_s:
+                    log.warning("removing %s, left by an interrupted snapshot or restore", path)
+                    path.unlink()
+            except FileNotFoundError:  # finished or removed meanwhile
+                continue
 
     def _folder(self, index: str) -> Path:
         return self.root / check_name(index)  # the name pattern keeps every path inside the root
