@@ -666,3 +666,26 @@ def test_sigkill_mid_restore_on_postgres_leaves_the_old_index(postgres: str, tmp
     finally:
         process.kill()
         process.wait(timeout=30)
+
+
+def test_a_restore_mends_a_damaged_index(tmp_path: Path):
+    live = start_server(tmp_path / "data")
+    try:
+        http = httpx.Client(base_url=live.url, timeout=120)
+        name = new_index(http)
+        add(http, name, documents("d", 0, 40, seed=29))
+        data = download(http, name, snapshot(http, name)["id"])
+    finally:
+        live.stop()
+    folder = tmp_path / "data" / "indexes" / name
+    for path in folder.iterdir():
+        path.unlink()
+    (folder / "index.sqlite").write_bytes(b"not a database, after a disk fault" * 100)
+    live = start_server(tmp_path / "data")
+    try:
+        http = httpx.Client(base_url=live.url, timeout=120)
+        assert http.get(f"/v1/indexes/{name}").status_code == 503
+        assert upload(http, name, data).status_code == 200
+        assert stats(http, name) == (40, 40)
+    finally:
+        live.stop()

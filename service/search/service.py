@@ -419,15 +419,17 @@ class SearchService:
         width than the model's or than the index being replaced."""
         config = msgspec.structs.replace(snapshot.config, name=check_name(name))
         await servable(self._registry, config)
-        if name in await self.index_names():
+        try:
             current = await self._on_index(name, lambda store: store.config)
-            if current.dimensions != config.dimensions:
-                raise InvalidRequest(
-                    f"The snapshot's vectors have {config.dimensions} dimensions; index '{name}' has "
-                    f"{current.dimensions}. Restore it under another name, or delete the index first.",
-                    param="file",
-                    code="dimensions_mismatch",
-                )
+        except (IndexNotFound, IndexUnavailable):  # none yet (the restore makes it), or damaged (it mends it)
+            current = None
+        if current is not None and current.dimensions != config.dimensions:
+            raise InvalidRequest(
+                f"The snapshot's vectors have {config.dimensions} dimensions; index '{name}' has "
+                f"{current.dimensions}. Restore it under another name, or delete the index first.",
+                param="file",
+                code="dimensions_mismatch",
+            )
         await run(self._catalog.restore, config, snapshot.batches())
         return await self._on_index(name, _info)
 

@@ -32,6 +32,7 @@ from typing import BinaryIO, Literal
 import msgspec
 
 from indexes.archive import SnapshotReader, write_snapshot
+from indexes.config import check_name
 from indexes.databases.postgres import PgDatabase
 from indexes.databases.sqlite import Database
 from indexes.embedded.catalog import exported, folder_state
@@ -92,7 +93,7 @@ def index_content(settings: Settings, name: str) -> Iterator[IndexExport]:
     """Index `name` of the configured storage as of one instant, without a server's help and beside a running one
     (the embedded engine's file read-only; PostgreSQL in a snapshot transaction)."""
     if settings.database_url is None:
-        with exported(settings.data_dir / "indexes" / name) as content:
+        with exported(settings.data_dir / "indexes" / check_name(name)) as content:
             yield content
         return
     with (
