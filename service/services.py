@@ -153,8 +153,8 @@ def build_services(settings: Settings) -> Services:
                                  sweep_s=settings.vector_store_sweep_s)  # fmt: skip
     vector_stores = VectorStoreService(tables, files, registry=registry, search=search, options=options)
     processor = FileProcessor(vector_stores, shared=database is not None)
-    snapshots = SnapshotService(settings.snapshot_dir or data / "snapshots", search, settings.limits.max_upload_bytes,
-                                shared=database is not None)  # fmt: skip
+    snapshots = SnapshotService(settings.snapshot_dir or data / "snapshots", search,
+                                settings.limits.max_snapshot_upload_bytes, shared=database is not None)  # fmt: skip
     schedule = None
     if settings.snapshot_interval_h > 0:
         schedule = SnapshotSchedule(snapshots, settings.snapshot_interval_h * 3600, settings.snapshot_keep)

@@ -221,10 +221,12 @@ def test_a_snapshot_moves_embedded_to_postgres_and_back_without_embedding(
 # --- the API's other answers --------------------------------------------------------------------------------------
 
 
-def test_snapshots_are_listed_read_and_deleted(http: httpx.Client):
+def test_snapshots_are_listed_read_and_deleted(http: httpx.Client, server: LiveServer):
     name = new_index(http)
     add(http, name, documents("d", 0, 20, seed=5))
     first, second = snapshot(http, name), snapshot(http, name)
+    file = server.settings.data_dir / "snapshots" / name / f"{first['id']}.vsnap"
+    assert file.stat().st_mode & 0o777 == 0o600  # on disk too, the server's user alone reads it
     listed = http.get(f"/v1/indexes/{name}/snapshots").json()
     assert [s["id"] for s in listed["data"]] == [second["id"], first["id"]] and listed["object"] == "list"
     assert {"id", "created_at", "bytes", "document_count", "vector_count", "checksum"} <= set(first)
@@ -365,6 +367,19 @@ def test_crafted_archives_cannot_write_outside_or_exhaust_memory(tmp_path: Path)
             assert response.json()["error"]["code"] == "invalid_snapshot", attack
         assert not target.exists() and not list(tmp_path.rglob("evil*")) and not list(tmp_path.rglob("*pwned*"))
         assert stats(http, name) == (5, 5)
+    finally:
+        live.stop()
+
+
+def test_a_snapshot_upload_over_the_limit_is_a_413(tmp_path: Path):
+    live = start_server(tmp_path / "data", max_snapshot_upload_bytes=10_000)
+    try:
+        http = httpx.Client(base_url=live.url, timeout=120)
+        name = new_index(http)
+        add(http, name, documents("d", 0, 30, seed=30))
+        response = upload(http, name, download(http, name, snapshot(http, name)["id"]))
+        assert response.status_code == 413 and "max_snapshot_upload_bytes" in response.json()["error"]["message"]
+        assert not list((tmp_path / "data" / "snapshots" / ".uploads").iterdir())  # the spooled part is gone
     finally:
         live.stop()
 

@@ -62,7 +62,8 @@ def write_durably(path: Path, fill: Callable[[BinaryIO], None]) -> None:
     content, or none: never part of the new). The temporary file is removed on any error (a full disk)."""
     temporary = path.with_name(f"{TEMPORARY}{path.name}")
     try:
-        with temporary.open("wb") as out:
+        # Readable by the server's user alone: a snapshot is an index's data, guarded by the API's keys.
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
             fill(out)
             out.flush()
             os.fsync(out.fileno())
@@ -203,20 +204,20 @@ class SnapshotService:
 
 
 class Upload:
-    """An uploaded snapshot spooled to disk (bounded by max_upload_bytes), then restored from."""
+    """An uploaded snapshot spooled to disk (bounded by max_snapshot_upload_bytes), then restored from."""
 
     def __init__(self, folder: Path, max_bytes: int) -> None:
         folder.mkdir(exist_ok=True)
         self.path = folder / f"{secrets.token_hex(8)}{SUFFIX}"
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._out = self.path.open("wb")
+        self._out = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
     def write(self, data: bytes) -> None:
         self.bytes += len(data)
         if self.bytes > self.max_bytes:
             raise TooLarge(f"The snapshot is larger than the upload limit of {self.max_bytes} bytes "
-                           "(max_upload_bytes).", param="file")  # fmt: skip
+                           "(max_snapshot_upload_bytes).", param="file")  # fmt: skip
         self._out.write(data)
 
     def finish(self) -> Path:
