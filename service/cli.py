@@ -40,8 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     _raise_open_files_limit()  # before anything is opened
     map_large_allocations()  # before anything large is allocated
-    try:
-        lock = DataDirLock(settings.data_dir)  # noqa: F841 (held while the process runs)
+    try:  # the embedded engine's data dir is this process's alone (with PostgreSQL it only caches ONNX graphs)
+        lock = DataDirLock(settings.data_dir) if settings.database_url is None else None  # noqa: F841 (held)
     except DataDirInUse as exc:
         print(f"vsearch: {exc}", file=sys.stderr)
         return 2

@@ -84,8 +84,7 @@ class SnapshotService:
         self.root = root
         self.search = search
         self.max_upload_bytes = max_upload_bytes
-        root.mkdir(parents=True, exist_ok=True)
-        self._clean(idle_s=LEFTOVER_IDLE_S if shared else 0.0)
+        self._clean(idle_s=LEFTOVER_IDLE_S if shared else 0.0)  # the folder itself is made by the first snapshot
 
     def _clean(self, idle_s: float) -> None:
         """Remove what a killed process left: temporary files, snapshot files without their record, uploads; in a
@@ -122,7 +121,7 @@ class SnapshotService:
         file, record = folder / f"{snapshot_id}{SUFFIX}", folder / f"{snapshot_id}{RECORD}"
 
         def write(content: IndexExport) -> Snapshot:
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             written: list[HashingWriter] = []
 
             def fill(out: BinaryIO) -> None:
@@ -207,7 +206,7 @@ class Upload:
     """An uploaded snapshot spooled to disk (bounded by max_snapshot_upload_bytes), then restored from."""
 
     def __init__(self, folder: Path, max_bytes: int) -> None:
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{secrets.token_hex(8)}{SUFFIX}"
         self.max_bytes = max_bytes
         self.bytes = 0
