@@ -12,8 +12,9 @@ A snapshot is a tar stream, compressed with zstd (its frames carry their own che
 Nothing is re-embedded on restore: the vectors are the stored ones, bit for bit. Reading never writes a member to a
 path: each is taken by its expected name (anything else, a link, a path, an extra member, is refused), sized before
 it is read (a member is at most MAX_MEMBER_BYTES decompressed), checked against the manifest's counts as it goes,
-and the checksums are compared at the end, before the reader's last batch is handed over. So a damaged, truncated or
-crafted file raises InvalidSnapshot, naming the problem, before a restore swaps anything in.
+and the checksums are compared at the end, before the reader's iteration ends. So a damaged, truncated or crafted
+file raises InvalidSnapshot, naming the problem, before a restore (which consumes every batch first) swaps anything
+in.
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ def write_snapshot(export: IndexExport, out: IO[bytes]) -> tuple[int, int]:
 
 
 class SnapshotReader:
-    """A snapshot being read from a stream: `config` and the counts from its manifest at once, then `batches()`,
-    each checked, the last only after the checksums matched."""
+    """A snapshot being read from a stream: `config` and the counts from its manifest at once, then `batches()`, each
+    checked as it streams; the iteration ends only once the checksums matched."""
 
     def __init__(self, source: IO[bytes]) -> None:
         self._sums: dict[str, MemberSum] = {}
