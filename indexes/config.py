@@ -43,6 +43,9 @@ class IndexConfig(msgspec.Struct, kw_only=True, frozen=True):
     hnsw: HnswConfig | None = None
     quantization: Quantization = "none"
     query_model: str | None = None  # changeable after creation: a fine-tuned query encoder over `model`
+    # Text put before each query and each document chunk when they are embedded (asymmetric models: e5, bge, ...)
+    query_prompt: str | None = None
+    document_prompt: str | None = None
     lexical_tokenizer: LexicalTokenizer = "porter"  # FTS5 tokenizer for lexical (BM25) search
     # Metadata fields (dotted paths) with a column and a B-tree index of their own, for filters on them; more can
     # be added later (filled from the stored documents).

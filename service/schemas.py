@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from service.embeddings.base import InputType
 from service.finetune.records import FineTuningJob, JobCheckpoint, JobEvent
 from service.limits import MAX_BATCH_QUERIES
 from service.search.values import (
@@ -59,7 +60,10 @@ class EmbeddingRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     model: str
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: PositiveInt | None = None
-    user: str | None = None
+    user: str | None = None  # accepted and ignored, as a label for the caller's own records
+    # vsearch extension (as Cohere, Voyage and Nomic take it): the model's declared prompt for that kind of input is
+    # put before each input. A 400 for a model that declares none.
+    input_type: InputType | None = None
 
 
 class Embedding(Struct, kw_only=True):
@@ -119,6 +123,8 @@ class IndexObject(Struct, kw_only=True):
     name: str
     model: str
     query_model: str | None
+    query_prompt: str | None  # put before each query when it is embedded
+    document_prompt: str | None  # put before each document chunk when it is embedded
     dimensions: int
     metric: Metric
     kind: Kind

@@ -62,7 +62,7 @@ async def create_embeddings(
     accept_token_ids: NamedDependency[bool],
 ) -> EmbeddingList:
     inputs = embedding_inputs(data.input, max_inputs, accept_token_ids)
-    result = await registry.embed(data.model, inputs, data.dimensions)
+    result = await registry.embed(data.model, inputs, data.dimensions, input_type=data.input_type)
     if data.encoding_format == "base64":
         # Little-endian float32, as the openai client decodes it.
         encoded: list[list[float] | str] = [

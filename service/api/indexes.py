@@ -56,6 +56,8 @@ def index_object(info: IndexInfo) -> IndexObject:
         name=config.name,
         model=config.model,
         query_model=config.query_model,
+        query_prompt=config.query_prompt,
+        document_prompt=config.document_prompt,
         dimensions=config.dimensions,
         metric=config.metric,
         kind=config.kind,

@@ -21,6 +21,7 @@ class AdapterEmbedder:
         self.dimensions = base.dimensions
         self.max_input_tokens = base.max_input_tokens
         self.supports_dimensions = base.supports_dimensions
+        self.prompts = base.prompts  # its queries are its base's, with the base's prompts
         self.created = created
 
     @property

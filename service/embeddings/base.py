@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -12,6 +12,13 @@ from indexes.values import normalize
 
 # A text, or a sequence of the model's token ids without special tokens.
 EmbeddingInput = str | list[int]
+# What an input is, for models that embed queries and documents with different prompts (e5, bge, nomic, arctic).
+InputType = Literal["query", "document"]
+# The names sentence-transformers configs give each kind's prompt, in the order they are looked for.
+PROMPT_NAMES: dict[InputType, tuple[str, ...]] = {
+    "query": ("query", "search_query"),
+    "document": ("document", "passage", "search_document", "corpus"),
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class Embedder(Protocol):
     # The model whose document vectors this one's queries are meant to meet (a fine-tuned query model's base);
     # None for a base model. An index may use a model as its query model only over that base.
     base_model: str | None
+    prompts: dict[str, str]  # the prompts the model declares, by name (PROMPT_NAMES); {} for most
 
     async def start(self) -> None:
         """Called once the app runs, before requests: learn what can only be learnt then (a remote width)."""
@@ -48,6 +56,11 @@ class Embedder(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def declared_prompt(prompts: dict[str, str], kind: InputType) -> str:
+    """The model's prompt for `kind` of input ("" if it declares none for it: bge prefixes queries only)."""
+    return next((prompts[name] for name in PROMPT_NAMES[kind] if name in prompts), "")
 
 
 def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:

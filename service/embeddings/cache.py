@@ -136,6 +136,7 @@ class CachedEmbedder:
         self.created = inner.created
         self.owned_by = inner.owned_by
         self.base_model = inner.base_model
+        self.prompts = inner.prompts
 
     @property
     def dimensions(self) -> int:

@@ -100,6 +100,7 @@ class LocalEmbedder:
         the two kinds of vectors; its graph is made on first use (about 2 s), then kept in the data dir."""
         self.model_id = files.model_id + (INT8_SUFFIX if precision == "int8" else "")
         self.dimensions = int(files.config["hidden_size"])
+        self.prompts = files.prompts
         self.max_input_tokens = files.max_seq_length  # the window, special tokens included
         self.vocab_size = int(files.config["vocab_size"])
         self.created = int(files.weights.stat().st_mtime)

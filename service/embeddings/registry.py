@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult
+from service.embeddings.base import Embedder, EmbeddingInput, EmbeddingResult, InputType, declared_prompt
 from service.errors import InvalidRequest, ModelNotFound
 
 log = logging.getLogger("vsearch")
@@ -86,9 +86,14 @@ class EmbedderRegistry:
         dimensions: int | None = None,
         truncate: bool = False,
         bulk: bool = False,
+        input_type: InputType | None = None,
     ) -> EmbeddingResult:
+        """`input_type`: put the model's prompt for that kind of input before each (it counts toward the window
+        and the usage, as any text does)."""
         await self.known(model_id)
         self.output_dimensions(model_id, dimensions)
+        if input_type is not None:
+            inputs = self._prompted(model_id, inputs, input_type)
         if truncate:  # what lies past the window is cut anyway: never tokenise megabytes to throw them away
             limit = self.max_input_chars(model_id)
             inputs = [text[:limit] if isinstance(text, str) else text for text in inputs]
@@ -98,6 +103,22 @@ class EmbedderRegistry:
         if self.on_embedded is not None:
             self.on_embedded(model_id, len(inputs))
         return result
+
+    def _prompted(self, model_id: str, inputs: Sequence[EmbeddingInput], kind: InputType) -> list[EmbeddingInput]:
+        prompts = self.get(model_id).prompts
+        if not prompts:
+            raise InvalidRequest(
+                f"Model '{model_id}' declares no prompts, so 'input_type' does not apply to it (it embeds queries "
+                "and documents alike). Leave input_type out, or use a model whose sentence-transformers config "
+                "names query or document prompts.",
+                param="input_type",
+                code="prompts_not_declared",
+            )
+        if not all(isinstance(text, str) for text in inputs):
+            raise InvalidRequest("'input_type' needs text inputs: its prompt is text put before each input.",
+                                 param="input_type")  # fmt: skip
+        prompt = declared_prompt(prompts, kind)
+        return [prompt + text for text in inputs]  # type: ignore[operator]
 
     async def start(self) -> None:
         for embedder in list(self._embedders.values()):

@@ -110,6 +110,7 @@ class RemoteEmbedder:
         self.max_input_tokens = model.max_input_tokens
         self.supports_dimensions = model.supports_dimensions
         self._dimensions = model.dimensions
+        self.prompts: dict[str, str] = {}  # an upstream's prompts are its own business
 
     @property
     def dimensions(self) -> int:

@@ -23,6 +23,7 @@ from indexes.databases.loop import run
 from indexes.errors import IndexNotFound, IndexReplaced, IndexUnavailable
 from indexes.values import ChunkRecord, DocumentRecord, IndexExport, SearchRequest
 from service.chunking import token_windows
+from service.embeddings.base import InputType, declared_prompt
 from service.embeddings.registry import EmbedderRegistry
 from service.errors import InvalidRequest, ModelNotFound, NotFound, translates_store_errors
 from service.limits import Limits
@@ -101,6 +102,32 @@ async def servable(registry: EmbedderRegistry, config: IndexConfig) -> None:
         )
 
 
+def prepared_records(documents: Sequence[NewDocument], config: IndexConfig, chunking: Chunking) -> list[DocumentRecord]:
+    """Validate, give ids, hash contents (vectors come later)."""
+    by_id: dict[str, DocumentRecord] = {}  # a repeated id in one request: the last one wins
+    for i, doc in enumerate(documents):
+        where = f"documents[{i}]"
+        if doc.vector is None and not (doc.text and doc.text.strip()):
+            raise InvalidRequest(f"{where} has no text to embed (and no vector).", param=f"{where}.text")
+        if doc.vector is not None and len(doc.vector) != config.dimensions:
+            raise InvalidRequest(
+                f"{where}.vector has {len(doc.vector)} dimensions; index '{config.name}' has {config.dimensions}.",
+                param=f"{where}.vector",
+            )
+        if doc.id is not None:
+            check_document_id(doc.id, f"{where}.id")
+        text = doc.text or ""
+        metadata = doc.metadata or {}
+        content = msgspec.json.encode([text, metadata, doc.vector, config.model, chunking.strategy,
+                                       chunking.max_tokens, chunking.overlap_tokens])  # fmt: skip
+        doc_id = doc.id if doc.id is not None else f"doc-{uuid.uuid4().hex}"
+        record = DocumentRecord(doc_id, text, metadata, hashlib.sha256(content).hexdigest(), [])
+        if doc.vector is not None:
+            record.chunks = [ChunkRecord(0, len(text), float32_vector(doc.vector, f"{where}.vector"))]
+        by_id[doc_id] = record
+    return list(by_id.values())
+
+
 def _info(store: IndexStoreContract) -> IndexInfo:
     return IndexInfo(store.config, store.stats())
 
@@ -129,6 +156,8 @@ class SearchService:
             quantization=spec.quantization,
             lexical_tokenizer=spec.lexical_tokenizer,
             metadata_indexes=spec.metadata_indexes,
+            query_prompt=self._prompt(spec.model, spec.query_prompt, "query"),
+            document_prompt=self._prompt(spec.model, spec.document_prompt, "document"),
         )
         if spec.query_model is not None:
             self._check_query_model(config, spec.query_model)
@@ -194,6 +223,10 @@ class SearchService:
     async def delete_index(self, name: str) -> None:
         await run(self._catalog.delete, name)
 
+    def _prompt(self, model: str, given: str | None, kind: InputType) -> str | None:
+        """The index's prompt for `kind`: as given, else the model's declared one; None for none."""
+        return (given if given is not None else declared_prompt(self._registry.get(model).prompts, kind)) or None
+
     def _check_query_model(self, config: IndexConfig, query_model: str) -> None:
         embedder = self._registry.get(query_model, param="query_model")
         base = embedder.base_model or embedder.model_id
@@ -226,7 +259,7 @@ class SearchService:
             )
         async with self._holding(name) as store:
             config = store.config
-            prepared = self._prepare(documents, config, chunking)
+            prepared = prepared_records(documents, config, chunking)
             ids = [doc.doc_id for doc in prepared]
             stored = await run(store.content_hashes, ids)
             changed = [doc for doc in prepared if stored.get(doc.doc_id) != doc.content_hash]
@@ -241,36 +274,10 @@ class SearchService:
             prompt_tokens=prompt_tokens,
         )
 
-    def _prepare(
-        self, documents: Sequence[NewDocument], config: IndexConfig, chunking: Chunking
-    ) -> list[DocumentRecord]:
-        """Validate, give ids, hash contents (vectors come later)."""
-        by_id: dict[str, DocumentRecord] = {}  # a repeated id in one request: the last one wins
-        for i, doc in enumerate(documents):
-            where = f"documents[{i}]"
-            if doc.vector is None and not (doc.text and doc.text.strip()):
-                raise InvalidRequest(f"{where} has no text to embed (and no vector).", param=f"{where}.text")
-            if doc.vector is not None and len(doc.vector) != config.dimensions:
-                raise InvalidRequest(
-                    f"{where}.vector has {len(doc.vector)} dimensions; index '{config.name}' has {config.dimensions}.",
-                    param=f"{where}.vector",
-                )
-            if doc.id is not None:
-                check_document_id(doc.id, f"{where}.id")
-            text = doc.text or ""
-            metadata = doc.metadata or {}
-            content = msgspec.json.encode([text, metadata, doc.vector, config.model, chunking.strategy,
-                                           chunking.max_tokens, chunking.overlap_tokens])  # fmt: skip
-            doc_id = doc.id if doc.id is not None else f"doc-{uuid.uuid4().hex}"
-            record = DocumentRecord(doc_id, text, metadata, hashlib.sha256(content).hexdigest(), [])
-            if doc.vector is not None:
-                record.chunks = [ChunkRecord(0, len(text), float32_vector(doc.vector, f"{where}.vector"))]
-            by_id[doc_id] = record
-        return list(by_id.values())
-
-    def _spans(self, text: str, model: str, chunking: Chunking) -> list[tuple[int, int]]:
+    def _spans(self, text: str, model: str, chunking: Chunking, reserved: int = 0) -> list[tuple[int, int]]:
+        """The chunks' character spans; `reserved`: tokens of the window a prompt takes."""
         embedder = self._registry.get(model)
-        window = embedder.max_input_tokens - embedder.special_tokens
+        window = embedder.max_input_tokens - embedder.special_tokens - reserved
         if chunking.strategy == "truncate":
             return [(0, len(text))]
         max_tokens = chunking.max_tokens or window
@@ -294,10 +301,15 @@ class SearchService:
         to_embed = [doc for doc in documents if not doc.chunks]
         if not to_embed:
             return 0
-        spans = await run(lambda: [self._spans(doc.text, config.model, chunking) for doc in to_embed])
-        texts = [
-            doc.text[start:end] for doc, doc_spans in zip(to_embed, spans, strict=True) for start, end in doc_spans
-        ]
+        prompt = config.document_prompt or ""
+
+        def cut() -> list[list[tuple[int, int]]]:
+            reserved = len(self._registry.get(config.model).token_offsets(prompt)) if prompt else 0
+            return [self._spans(doc.text, config.model, chunking, reserved) for doc in to_embed]
+
+        spans = await run(cut)
+        texts = [prompt + doc.text[start:end]
+                 for doc, doc_spans in zip(to_embed, spans, strict=True) for start, end in doc_spans]  # fmt: skip
         # Chunks are cut to fit the window; truncation only guards against a re-tokenised edge token or two.
         result = await self._registry.embed(config.model, texts, config.requested_dimensions, truncate=True, bulk=bulk)
         row = 0
@@ -382,7 +394,8 @@ class SearchService:
             # hybrid: the lexical lists are computed while the queries are embedded (two cores, two jobs)
             ahead = asyncio.create_task(run(lambda: [store.prefetch_lexical(request, t) for t in texts]))
             try:
-                result = await self._registry.embed(model, texts, config.requested_dimensions)
+                prompt = config.query_prompt or ""  # embedded with the prompt; lexical reads the query alone
+                result = await self._registry.embed(model, [prompt + t for t in texts], config.requested_dimensions)
             finally:
                 prefetched = await ahead
             searches = list(zip(result.vectors, texts, strict=True))

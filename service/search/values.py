@@ -53,6 +53,10 @@ class IndexSpec(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # Quantized candidates are rescored from the float32 vectors kept in SQLite.
     quantization: Quantization = "none"
     query_model: str | None = None  # a fine-tuned model over `model` that embeds queries
+    # Text put before each query / document chunk when it is embedded (not for lexical search). Default: the prompts
+    # the model's sentence-transformers config declares (none for most); "" for none. Fixed at creation.
+    query_prompt: Annotated[str, Meta(max_length=1000)] | None = None
+    document_prompt: Annotated[str, Meta(max_length=1000)] | None = None
     # FTS5 tokenizer for lexical search: porter (English stemming, default), unicode61 (no stemming), trigram.
     lexical_tokenizer: LexicalTokenizer = "porter"
     # Metadata fields to index for filters, {"year": "integer", "tag": "keyword"}; dotted paths reach nested ones.
