@@ -23,16 +23,27 @@ class Hyperparameters(Struct, forbid_unknown_fields=True, kw_only=True):
     n_epochs: Auto | Annotated[int, Meta(ge=1, le=200)] = "auto"
     # dpo only; accepted and recorded, not used by the trainer (README). Absent unless given.
     beta: Auto | Annotated[float, Meta(gt=0, le=2)] | msgspec.UnsetType = msgspec.UNSET
+    # projection only (vsearch's method): the width of the fitted model's vectors. Absent unless given.
+    dimensions: Annotated[int, Meta(ge=1, le=8192)] | msgspec.UnsetType = msgspec.UNSET
 
 
 class SupervisedMethod(Struct, forbid_unknown_fields=True, kw_only=True):
     hyperparameters: Hyperparameters | None = None
 
 
+class ProjectionMethod(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """vsearch's method: a model whose vectors are `hyperparameters.dimensions` wide, for documents and queries.
+    Trained on the training file's pairs when there is one; else fitted on the stored vectors of `index`."""
+
+    hyperparameters: Hyperparameters | None = None
+    index: str | None = None
+
+
 class Method(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    type: Literal["supervised", "dpo"]
+    type: Literal["supervised", "dpo", "projection"]
     supervised: SupervisedMethod | None = None
     dpo: SupervisedMethod | None = None
+    projection: ProjectionMethod | None = None
 
 
 class WandbIntegration(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -59,7 +70,7 @@ class JobSpec(Struct, forbid_unknown_fields=True, kw_only=True):
     """What a new job is asked to do (OpenAI's create-job request)."""
 
     model: str
-    training_file: str
+    training_file: str | None = None  # required, except by a projection fitted on an index
     validation_file: str | None = None
     suffix: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     seed: Annotated[int, Meta(ge=0, le=2147483647)] | None = None
@@ -89,7 +100,7 @@ class FineTuningJob(Struct, kw_only=True):
     result_files: list[str] = msgspec.field(default_factory=list)
     status: JobStatus
     trained_tokens: int | None = None
-    training_file: str
+    training_file: str | None  # None only for a projection fitted on an index's vectors
     validation_file: str | None = None
     integrations: list[Integration] | None = None
     seed: int

@@ -21,13 +21,17 @@ import numpy as np
 
 from indexes.databases.loop import run
 from indexes.errors import StorageUnavailable
+from indexes.values import IndexExport
 from service.embeddings.adapter import AdapterEmbedder
+from service.embeddings.base import Embedder
+from service.embeddings.projection import ProjectionEmbedder
 from service.embeddings.registry import EmbedderRegistry
 from service.errors import InvalidRequest, NotFound
 from service.finetune.adapters import AdapterStore
 from service.finetune.files import FileStore, save_bytes
 from service.finetune.formats import Example, TrainingFileError, parse_examples
 from service.finetune.jobs import UNFINISHED, JobStore, PgJobStore, SqliteJobStore, new_job_id
+from service.finetune.projection import principal_axes, projection_infonce, train_projection
 from service.finetune.records import (
     CheckpointMetrics,
     EventLevel,
@@ -38,9 +42,10 @@ from service.finetune.records import (
     JobEvent,
     JobSpec,
     Method,
+    ProjectionMethod,
     SupervisedMethod,
 )
-from service.finetune.trainer import StepMetrics, TrainingConfig, TrainingSet, evaluate, train_adapter
+from service.finetune.trainer import StepMetrics, TrainingConfig, TrainingSet, evaluate, infonce, train_adapter
 from service.search.service import SearchService
 
 log = logging.getLogger("vsearch")
@@ -80,6 +85,13 @@ def model_id(job: FineTuningJob) -> str:
     return f"ft:{job.model}:{ORGANIZATION}:{job.suffix or ''}:{job.id}"
 
 
+def fine_tuned(job: FineTuningJob, base: Embedder, weights: np.ndarray, created: int) -> Embedder:
+    """The model a succeeded job publishes: a projection (documents and queries), or a query adapter."""
+    if job.method.type == "projection":
+        return ProjectionEmbedder(model_id(job), base, weights, created)
+    return AdapterEmbedder(model_id(job), base, weights, created)
+
+
 def metrics_csv(rows: list[dict]) -> bytes:
     out = io.StringIO()
     writer = csv.DictWriter(out, ["step", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy"],
@@ -87,6 +99,53 @@ def metrics_csv(rows: list[dict]) -> bytes:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue().encode()
+
+
+async def check_projection(search: SearchService, spec: JobSpec, method: ProjectionMethod, base: Embedder) -> None:
+    """InvalidRequest unless the projection job can run: a width below the base's, and pairs or an index to fit on."""
+    width = (method.hyperparameters or Hyperparameters()).dimensions
+    if width is msgspec.UNSET or not width < base.dimensions:
+        raise InvalidRequest(f"A projection needs method.projection.hyperparameters.dimensions, below the "
+                             f"{base.dimensions} of {spec.model}.",
+                             param="method.projection.hyperparameters.dimensions")  # fmt: skip
+    if spec.hard_negatives is not None:
+        raise InvalidRequest("hard_negatives apply to query adapters, not projections.", param="hard_negatives")
+    if method.index is not None:
+        info = await search.describe_index(method.index)
+        if info.config.model != spec.model or info.config.dimensions != base.dimensions:
+            raise InvalidRequest(f"Index '{method.index}' must hold full-width vectors of {spec.model} to fit "
+                                 "a projection on.", param="method.projection.index")  # fmt: skip
+        if info.stats.vector_count < width:
+            raise InvalidRequest(f"Index '{method.index}' holds {info.stats.vector_count} vectors; a projection "
+                                 f"to {width} dimensions needs at least that many.",
+                                 param="method.projection.index")  # fmt: skip
+    elif spec.training_file is None:
+        raise InvalidRequest("A projection is fitted on a training file's pairs or on an index's vectors: give "
+                             "'training_file' or method.projection.index.", param="training_file")  # fmt: skip
+
+
+def method_record(method: Method, hyperparameters: Hyperparameters) -> Method:
+    """The job's method as recorded: its section holding the hyperparameters in force."""
+    if method.type == "projection":
+        index = method.projection.index if method.projection else None
+        return Method(type="projection", projection=ProjectionMethod(hyperparameters=hyperparameters, index=index))
+    section = SupervisedMethod(hyperparameters=hyperparameters)
+    return Method(type="dpo", dpo=section) if method.type == "dpo" else Method(type="supervised", supervised=section)
+
+
+async def fit_on_index(search: SearchService, job: FineTuningJob) -> tuple[np.ndarray, str]:
+    """The principal axes of the index's stored vectors, read as of one instant (writes go on meanwhile)."""
+    assert job.method.projection is not None and job.method.projection.index is not None
+    index, width = job.method.projection.index, int(job.hyperparameters.dimensions)  # type: ignore[call-overload]
+    counted: list[int] = []
+
+    def fit(content: IndexExport) -> np.ndarray:
+        counted.append(content.vectors)
+        vectors = (np.stack([c.vector for doc in batch for c in doc.chunks]) for batch in content.batches if batch)
+        return principal_axes(vectors, width)
+
+    weights = await search.export_index(index, fit)
+    return weights, f"Fitted {width} principal axes on the {counted[0]} vectors of index '{index}'"
 
 
 class JobCancelled(Exception):
@@ -140,8 +199,7 @@ class FineTuningService:
             weights = await self.adapters.load(job.id)  # only for a model that will be served: discovery runs often
             if weights is None:
                 continue
-            base = self.registry.get(job.model)
-            self.registry.add(AdapterEmbedder(job.fine_tuned_model, base, weights, job.finished_at or 0))
+            self.registry.add(fine_tuned(job, self.registry.get(job.model), weights, job.finished_at or 0))
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -179,6 +237,11 @@ class FineTuningService:
                 f"Model {spec.model} is itself fine-tuned; fine-tune its base model {base.base_model} instead.",
                 param="model",
             )
+        method = spec.method or Method(type="supervised")
+        if method.type == "projection":
+            await check_projection(self.search, spec, method.projection or ProjectionMethod(), base)
+        elif spec.training_file is None:
+            raise InvalidRequest("'training_file' is required.", param="training_file")
         for param, file_id in (("training_file", spec.training_file), ("validation_file", spec.validation_file)):
             if file_id is not None:
                 await self._check_file(param, file_id)
@@ -189,8 +252,7 @@ class FineTuningService:
                     f"Index '{index.name}' must hold full-width vectors of {spec.model} to give hard negatives.",
                     param="hard_negatives.index",
                 )
-        method = spec.method or Method(type="supervised")
-        section = method.dpo if method.type == "dpo" else method.supervised
+        section = {"dpo": method.dpo, "projection": method.projection}.get(method.type, method.supervised)
         hyperparameters = (section.hyperparameters if section else None) or spec.hyperparameters or Hyperparameters()
         if method.type == "supervised" and hyperparameters.beta is not msgspec.UNSET:
             raise InvalidRequest("'beta' applies to the dpo method only.",
@@ -206,7 +268,7 @@ class FineTuningService:
             validation_file=spec.validation_file,
             integrations=spec.integrations,
             seed=spec.seed if spec.seed is not None else int(np.random.default_rng().integers(0, 2**31 - 1)),
-            method=self._method(method.type, hyperparameters),
+            method=method_record(method, hyperparameters),
             metadata=spec.metadata,
             suffix=spec.suffix,
             hard_negatives=spec.hard_negatives,
@@ -224,16 +286,12 @@ class FineTuningService:
                 f"File {file_id} has purpose '{record.purpose}'; fine-tuning needs purpose 'fine-tune'.", param=param
             )
 
-    @staticmethod
-    def _method(kind: str, hyperparameters: Hyperparameters) -> Method:
-        section = SupervisedMethod(hyperparameters=hyperparameters)
-        return Method(type="dpo", dpo=section) if kind == "dpo" else Method(type="supervised", supervised=section)
-
     async def _enqueue(self, job: FineTuningJob) -> None:
         if self._queue is None:
             raise RuntimeError("the fine-tuning worker is not running")
         await self.jobs.save(job)
-        await self.jobs.add_event(job.id, f"Validating training file: {job.training_file}")
+        if job.training_file is not None:
+            await self.jobs.add_event(job.id, f"Validating training file: {job.training_file}")
         if job.integrations:
             await self.jobs.add_event(job.id, "Integrations are recorded but not used: vsearch sends nothing to wandb.",
                                       level="warn")  # fmt: skip
@@ -356,20 +414,31 @@ class FineTuningService:
         self._check_cancelled(job.id)
         hyperparameters = resolved(job.hyperparameters)
         job = await self._move(job.id, "Fine-tuning job started", status="running", hyperparameters=hyperparameters,
-                         method=self._method(job.method.type, hyperparameters))  # fmt: skip
+                         method=method_record(job.method, hyperparameters))  # fmt: skip
+        if job.training_file is None:  # a projection fitted on an index's stored vectors: nothing is embedded
+            weights, message = await fit_on_index(self.search, job)
+            await self.jobs.add_event(job.id, message)
+            await self._publish(job, weights, [], 0)
+            return
+        projecting = job.method.type == "projection"
         data, tokens = await self._embed(job, examples, with_mined_negatives=True)
         valid_data = (await self._embed(job, validation, with_mined_negatives=False))[0] if validation else None
         self._check_cancelled(job.id)
         progress = _Progress(self, job, len(examples), valid_data, asyncio.get_running_loop())
-        weights = await run(
-            train_adapter, data, progress.config, progress.on_step, progress.on_epoch,
-            lambda: self._cancel[job.id].is_set(),
-        )  # fmt: skip
+        cancelled = self._cancel.setdefault(job.id, threading.Event()).is_set
+        if projecting:
+            start = principal_axes([data.queries, data.positives], int(hyperparameters.dimensions))  # type: ignore[call-overload]
+            weights = await run(train_projection, data, start, progress.config, progress.on_step, progress.on_epoch,
+                                cancelled)  # fmt: skip
+        else:
+            weights = await run(train_adapter, data, progress.config, progress.on_step, progress.on_epoch, cancelled)
         self._check_cancelled(job.id)
         await self._publish(job, weights, progress.rows, tokens * progress.config.epochs)
 
     def _read_files(self, job: FineTuningJob) -> tuple[list[Example], list[Example]]:
-        method = job.method.type
+        if job.training_file is None:
+            return [], []
+        method = "supervised" if job.method.type == "projection" else job.method.type
         examples = self._read_examples(job.training_file, MIN_TRAINING_EXAMPLES, method, "training_file")
         validation = []
         if job.validation_file:
@@ -386,12 +455,11 @@ class FineTuningService:
         await self.adapters.save(job.id, weights)
         result = await save_bytes(self.files, "step_metrics.csv", "fine-tune-results", metrics_csv(rows))
         name = model_id(job)
-        base = self.registry.get(job.model)
         await self._move(job.id, f"New fine-tuned model created: {name}", status="succeeded", fine_tuned_model=name,
                    result_files=[result.id], trained_tokens=trained_tokens, finished_at=int(time.time()),
                    estimated_finish=None)  # fmt: skip
         # Served only once the job is on record as succeeded: a cancel that came first publishes nothing.
-        self.registry.add(AdapterEmbedder(name, base, weights, int(time.time())))
+        self.registry.add(fine_tuned(job, self.registry.get(job.model), weights, int(time.time())))
         await self.jobs.add_event(job.id, "The job has successfully completed")
 
     async def _embed(
@@ -477,7 +545,9 @@ class _Progress:
         last = self.rows[-1]
         valid_loss = valid_accuracy = None
         if self.valid is not None:
-            valid_loss, valid_accuracy = evaluate(weights, self.valid, self.config.batch_size, self.config.temperature)
+            loss = projection_infonce if self.job.method.type == "projection" else infonce
+            valid_loss, valid_accuracy = evaluate(weights, self.valid, self.config.batch_size, self.config.temperature,
+                                                  loss)  # fmt: skip
             last.update(valid_loss=valid_loss, valid_accuracy=valid_accuracy)
         step = last["step"]
         self.on_loop(self.service.adapters.save(f"{self.job.id}-step-{step}", weights))

@@ -78,11 +78,17 @@ def infonce(
     return loss, accuracy, x.T @ d_q
 
 
-def evaluate(weights: np.ndarray, data: TrainingSet, batch_size: int, temperature: float) -> tuple[float, float]:
+Loss = Callable[[np.ndarray, TrainingSet, np.ndarray, float], tuple[float, float, np.ndarray]]
+
+
+def evaluate(
+    weights: np.ndarray, data: TrainingSet, batch_size: int, temperature: float, objective: Loss | None = None
+) -> tuple[float, float]:
+    """Mean loss and accuracy over `data` by `objective` (default: the query adapter's InfoNCE)."""
     losses, accuracies = [], []
     for start in range(0, len(data.queries), batch_size):
         rows = np.arange(start, min(start + batch_size, len(data.queries)))
-        loss, accuracy, _ = infonce(weights, data, rows, temperature)
+        loss, accuracy, _ = (objective or infonce)(weights, data, rows, temperature)
         losses.append(loss)
         accuracies.append(accuracy)
     return float(np.mean(losses)), float(np.mean(accuracies))
