@@ -1,6 +1,7 @@
 """Retrieval quality of vsearch on a BEIR dataset, end to end through the REST API.
 
     python scripts/eval_beir.py ../shared/datasets/scifact [--kind flat hnsw] [--chunking truncate split]
+        [--dimensions 384 128 64] [--fit-projection 128 [--train-projection train]]
         [--mode dense lexical hybrid] [--fusion rrf convex] [--alpha 0.3 0.5] [--normalization minmax zscore]
         [--task beir known-item] [--group-by chunk document] [--split train]
 
@@ -176,6 +177,17 @@ def main() -> None:
     parser.add_argument(
         "--model", nargs="+", default=[MODEL], help="each model gets its own index (e.g. the -int8 one)"
     )
+    parser.add_argument("--dimensions", nargs="+", type=int, default=[0],
+                        help="each width gets its own index (0: the model's own); by truncation for a base model, "
+                             "by prefix for a projection")  # fmt: skip
+    parser.add_argument("--fit-projection", type=int, metavar="K",
+                        help="also fit a K-d projection on the first model's full-width index of the corpus "
+                             "(unsupervised), and evaluate it at each --dimensions up to K")  # fmt: skip
+    parser.add_argument(
+        "--train-projection",
+        metavar="SPLIT",
+        help="with --fit-projection: also train one on this split's (query, passage) pairs",
+    )
     args = parser.parse_args()
 
     if args.task == "known-item":
@@ -185,24 +197,75 @@ def main() -> None:
     print(f"{args.dataset.name} {args.task}: {len(corpus)} documents, {len(queries)} queries ({args.split})")
     server = contextlib.nullcontext((args.url, None)) if args.url else local_server()
     with server as (url, _), httpx.Client(base_url=url, timeout=600) as client:
-        print(f"{'model':<20}{'kind':<6}{'chunking':<10}{'mode':<36}{'nDCG@10':>8}{'MRR@10':>8}{'R@1':>7}"
+        print(f"{'model':<30} {'dims':>4} {'kind':<6}{'chunking':<10}{'mode':<36}{'nDCG@10':>8}{'MRR@10':>8}{'R@1':>7}"
               f"{'R@100':>7}{'ingest s':>9}" + (f"{'p50 ms':>9}" if args.latency else ""))  # fmt: skip
-        for model in args.model:
+        models = [(model, width) for model in args.model for width in args.dimensions]
+        if args.fit_projection:
+            models = [(m, w) for m, w in models if not (m == args.model[0] and w == 0)]  # fitted on, evaluated below
+        for model, width in models:
             for kind in args.kind:
                 for chunking in args.chunking:
-                    name = f"eval-{args.dataset.name.lower()}-{kind}-{chunking}-{int(time.time())}"
-                    check(client.post("/v1/indexes", json={"name": name, "model": model, "kind": kind}))
-                    seconds = ingest(client, name, corpus, chunking, args.batch_size)
-                    for variant in variants(args):
-                        scores = evaluate(qrels, search(client, name, queries, 100, variant))
-                        p50 = latency_p50(client, name, queries, args.latency, variant) if args.latency else 0
-                        print(
-                            f"{model:<20}{kind:<6}{chunking:<10}{label(variant):<36}{scores['ndcg@10']:>8.4f}"
-                            f"{scores['mrr@10']:>8.4f}{scores['r@1']:>7.4f}{scores['recall@100']:>7.4f}"
-                            f"{seconds:>9.1f}" + (f"{p50:>9.1f}" if args.latency else ""),
-                            flush=True,
-                        )
+                    name = run_one(client, args, corpus, queries, qrels, model, width, kind, chunking)
                     check(client.delete(f"/v1/indexes/{name}"))
+        if args.fit_projection:
+            fitted_on = run_one(client, args, corpus, queries, qrels, args.model[0], 0, args.kind[0], args.chunking[0])
+            projections = [fit_projection(client, args.model[0], args.fit_projection, fitted_on)]
+            if args.train_projection:
+                pairs = load_beir(args.dataset, args.train_projection)
+                projections.append(train_projection(client, args.model[0], args.fit_projection, pairs))
+            for projection in projections:
+                for width in sorted({w for w in args.dimensions if w <= args.fit_projection}, reverse=True):
+                    name = run_one(client, args, corpus, queries, qrels, projection, width, args.kind[0],
+                                   args.chunking[0])  # fmt: skip
+                    check(client.delete(f"/v1/indexes/{name}"))
+
+
+def run_one(client: httpx.Client, args: argparse.Namespace, corpus: dict[str, str], queries: dict[str, str],
+            qrels: dict[str, dict[str, int]], model: str, width: int, kind: str, chunking: str) -> str:  # fmt: skip
+    """An index of `model` at `width` (0: its own), the corpus ingested, each variant evaluated; its name."""
+    name = f"eval-{args.dataset.name.lower()}-{kind}-{chunking}-{time.time_ns()}"
+    check(client.post("/v1/indexes", json={"name": name, "model": model, "kind": kind,
+                                           **({"dimensions": width} if width else {})}))  # fmt: skip
+    seconds = ingest(client, name, corpus, chunking, args.batch_size)
+    shown = model if len(model) <= 30 else f"{model[:14]}..{model[-14:]}"
+    dims = check(client.get(f"/v1/indexes/{name}"))["dimensions"]
+    for variant in variants(args):
+        scores = evaluate(qrels, search(client, name, queries, 100, variant))
+        p50 = latency_p50(client, name, queries, args.latency, variant) if args.latency else 0
+        print(
+            f"{shown:<30} {dims:>4} {kind:<6}{chunking:<10}{label(variant):<36}{scores['ndcg@10']:>8.4f}"
+            f"{scores['mrr@10']:>8.4f}{scores['r@1']:>7.4f}{scores['recall@100']:>7.4f}"
+            f"{seconds:>9.1f}" + (f"{p50:>9.1f}" if args.latency else ""),
+            flush=True,
+        )
+    return name
+
+
+def wait_for_job(client: httpx.Client, body: dict) -> str:
+    job = check(client.post("/v1/fine_tuning/jobs", json=body))
+    while job["status"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(1)
+        job = check(client.get(f"/v1/fine_tuning/jobs/{job['id']}"))
+    if job["status"] != "succeeded":
+        raise SystemExit(f"projection job {job['id']} {job['status']}: {job.get('error')}")
+    return job["fine_tuned_model"]
+
+
+def fit_projection(client: httpx.Client, model: str, width: int, index: str) -> str:
+    """A projection fitted on the index's stored vectors: its model id."""
+    method = {"type": "projection", "projection": {"hyperparameters": {"dimensions": width}, "index": index}}
+    return wait_for_job(client, {"model": model, "method": method, "suffix": "fitted"})
+
+
+def train_projection(client: httpx.Client, model: str, width: int, split: tuple) -> str:
+    """A projection trained on a split's (query, relevant passage) pairs: its model id."""
+    corpus, queries, qrels = split
+    lines = [{"query": queries[q], "positive": corpus[d]}
+             for q, docs in qrels.items() for d, grade in docs.items() if grade > 0 and d in corpus]  # fmt: skip
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    upload = check(client.post("/v1/files", files={"file": ("pairs.jsonl", body)}, data={"purpose": "fine-tune"}))
+    method = {"type": "projection", "projection": {"hyperparameters": {"dimensions": width}}}
+    return wait_for_job(client, {"model": model, "training_file": upload["id"], "method": method, "suffix": "trained"})
 
 
 if __name__ == "__main__":
