@@ -19,6 +19,7 @@ from service.search.values import (
     GroupBy,
     HnswConfig,
     IndexChange,
+    IndexProjection,
     IndexSpec,
     Kind,
     LexicalTokenizer,
@@ -115,6 +116,7 @@ Filter = Annotated[
 # Requests to create or change an index, and documents to add, are the search domain's own values:
 CreateIndexRequest = IndexSpec
 UpdateIndexRequest = IndexChange
+ReprojectIndexRequest = IndexProjection
 
 
 class IndexObject(Struct, kw_only=True):

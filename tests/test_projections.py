@@ -131,3 +131,40 @@ def test_a_projection_needs_an_index_of_its_base_model(http: httpx.Client):
     other = new_index(http, MODEL, dimensions=64)  # not full-width vectors of the model
     response = http.post("/v1/fine_tuning/jobs", json={"model": MODEL, "method": projection(16, index=other)})
     assert response.status_code == 400 and response.json()["error"]["param"] == "method.projection.index"
+
+
+def test_reprojecting_an_index_embeds_nothing_and_equals_a_fresh_index(
+    http: httpx.Client, server: LiveServer, fitted: str
+):
+    from tests.test_snapshots import embedded_inputs
+
+    source = new_index(http)
+    docs = [{"id": f"d{i}", "text": text, "metadata": {"i": i}} for i, text in enumerate(texts())]
+    assert http.post(f"/v1/indexes/{source}/documents", json={"documents": docs}).is_success
+    before = embedded_inputs(server.url)
+    copy = f"{source}-16"
+    response = http.post(f"/v1/indexes/{source}/reproject", json={"name": copy, "model": fitted, "kind": "hnsw",
+                                                                  "quantization": "sq8"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert embedded_inputs(server.url) == before  # no call to the model
+    made = response.json()
+    assert (made["model"], made["dimensions"], made["kind"], made["quantization"]) == (fitted, 16, "hnsw", "sq8")
+    assert (made["document_count"], made["vector_count"]) == (len(docs), len(docs))
+    fresh = new_index(http, fitted, kind="hnsw", quantization="sq8")
+    assert http.post(f"/v1/indexes/{fresh}/documents", json={"documents": docs}).is_success
+    for text in ("how do volcanoes erupt", "coffee beans", "note 7"):
+        hits = [http.post(f"/v1/indexes/{n}/query", json={"query": text, "top_k": 5}).json()["data"]
+                for n in (copy, fresh)]  # fmt: skip
+        assert [h["id"] for h in hits[0]] == [h["id"] for h in hits[1]]
+        assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(*hits, strict=True))
+    assert http.get(f"/v1/indexes/{source}").json()["dimensions"] == 384  # the source is left as it was
+    narrow = http.post(f"/v1/indexes/{source}/reproject", json={"name": f"{source}-8", "model": fitted,
+                                                                "dimensions": 8})  # fmt: skip
+    assert narrow.status_code == 200 and narrow.json()["dimensions"] == 8
+    taken = http.post(f"/v1/indexes/{source}/reproject", json={"name": copy, "model": fitted})
+    assert taken.status_code == 409 and taken.json()["error"]["code"] == "index_exists"
+    not_projection = http.post(f"/v1/indexes/{source}/reproject", json={"name": f"{source}-x", "model": MODEL})
+    assert not_projection.status_code == 400 and not_projection.json()["error"]["param"] == "model"
+    too_wide = http.post(f"/v1/indexes/{source}/reproject", json={"name": f"{source}-y", "model": fitted,
+                                                                  "dimensions": 32})  # fmt: skip
+    assert too_wide.status_code == 400 and too_wide.json()["error"]["param"] == "dimensions"

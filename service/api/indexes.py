@@ -29,6 +29,7 @@ from service.schemas import (
     QueryRequest,
     QueryResult,
     QueryResultList,
+    ReprojectIndexRequest,
     UpdateIndexRequest,
 )
 from service.search.service import SearchService
@@ -115,6 +116,14 @@ async def retrieve_index(name: FromPath[str], search: Search) -> IndexObject:
 @patch("/{name:str}", responses=BY_NAME, summary="Change an index's ef_search, query_model or metadata_indexes")
 async def update_index(name: FromPath[str], data: JSONBody[UpdateIndexRequest], search: Search) -> IndexObject:
     return index_object(await search.update_index(name, data))
+
+
+@post("/{name:str}/reproject", responses=error_responses(400, 404, 409, 507), status_code=200,
+      summary="Copy the index into a new one through a fitted projection (no embedding)")  # fmt: skip
+async def reproject_index(name: FromPath[str], data: JSONBody[ReprojectIndexRequest], search: Search) -> IndexObject:
+    """The stored full-width vectors, projected by `model` (a projection over the index's model) into the new index
+    `name` of the body: FAISS (and the quantization asked for) built anew, nothing embedded. The source stays."""
+    return index_object(await search.reproject_index(name, data))
 
 
 @delete("/{name:str}", responses=BY_NAME, status_code=200, summary="Delete an index and all its documents")
@@ -235,6 +244,7 @@ indexes_router = Router(
         retrieve_index,
         update_index,
         delete_index,
+        reproject_index,
         add_documents,
         list_documents,
         retrieve_document,

@@ -42,7 +42,11 @@ class ProjectionEmbedder:
         bulk: bool = False,
     ) -> EmbeddingResult:  # fmt: skip
         base = await self.base.embed(inputs, None, truncate, bulk)
-        return EmbeddingResult(shorten(normalize(base.vectors @ self.weights), dimensions), base.prompt_tokens)
+        return EmbeddingResult(self.project(base.vectors, dimensions), base.prompt_tokens)
+
+    def project(self, vectors: np.ndarray, dimensions: int | None = None) -> np.ndarray:
+        """The base model's vectors (full width) as this model's: also what re-projects a stored index."""
+        return shorten(normalize(vectors @ self.weights), dimensions)
 
     def close(self) -> None:
         pass  # the base embedder is closed by the registry

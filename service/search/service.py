@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -17,15 +18,16 @@ import msgspec
 import numpy as np
 
 from indexes.archive import SnapshotReader
-from indexes.config import IndexConfig, check_name
+from indexes.config import IndexConfig, check_config, check_name
 from indexes.contract import CatalogContract, IndexStoreContract
 from indexes.databases.loop import run
 from indexes.errors import IndexNotFound, IndexReplaced, IndexUnavailable
 from indexes.values import ChunkRecord, DocumentRecord, IndexExport, SearchRequest
 from service.chunking import token_windows
 from service.embeddings.base import InputType, declared_prompt
+from service.embeddings.projection import ProjectionEmbedder
 from service.embeddings.registry import EmbedderRegistry
-from service.errors import InvalidRequest, ModelNotFound, NotFound, translates_store_errors
+from service.errors import Conflict, InvalidRequest, ModelNotFound, NotFound, translates_store_errors
 from service.limits import Limits
 from service.search.values import (
     Chunking,
@@ -33,6 +35,7 @@ from service.search.values import (
     Hit,
     IndexChange,
     IndexInfo,
+    IndexProjection,
     IndexSpec,
     IngestResult,
     MetadataFilter,
@@ -128,6 +131,46 @@ def prepared_records(documents: Sequence[NewDocument], config: IndexConfig, chun
     return list(by_id.values())
 
 
+def check_query_model(registry: EmbedderRegistry, config: IndexConfig, query_model: str) -> None:
+    embedder = registry.get(query_model, param="query_model")
+    base = embedder.base_model or embedder.model_id
+    if base != config.model:
+        raise InvalidRequest(
+            f"query_model '{query_model}' is based on '{base}', but the index's documents are embedded with "
+            f"'{config.model}': a query model must share the index's base model.",
+            param="query_model",
+        )
+
+
+def reprojected(
+    source: IndexConfig, projection: ProjectionEmbedder, change: IndexProjection, registry: EmbedderRegistry
+) -> IndexConfig:
+    """The new index's config; InvalidRequest unless `projection` projects the source's full-width vectors."""
+    if projection.base.model_id != source.model or source.dimensions != projection.base.dimensions:
+        raise InvalidRequest(f"'{change.model}' projects vectors of {projection.base.model_id}; index '{source.name}' "
+                             f"holds {source.dimensions}-d vectors of {source.model}.", param="model")  # fmt: skip
+    kind = change.kind or source.kind
+    config = msgspec.structs.replace(
+        source, name=change.name, model=change.model, query_model=None, kind=kind,
+        created_at=int(time.time()),
+        dimensions=registry.output_dimensions(change.model, change.dimensions), requested_dimensions=change.dimensions,
+        hnsw=change.hnsw or (source.hnsw if kind == "hnsw" else None),
+        quantization=change.quantization or source.quantization,
+    )  # fmt: skip
+    return check_config(config)
+
+
+def projected(
+    batches: Iterable[list[DocumentRecord]], projection: ProjectionEmbedder, dimensions: int | None
+) -> Iterator[list[DocumentRecord]]:
+    """The documents with their chunks' vectors projected, a batch at a time (one product per batch)."""
+    for batch in batches:
+        chunks = [chunk for doc in batch for chunk in doc.chunks]
+        vectors = iter(projection.project(np.stack([c.vector for c in chunks]), dimensions) if chunks else [])
+        yield [msgspec.structs.replace(doc, chunks=[ChunkRecord(c.start, c.end, next(vectors)) for c in doc.chunks])
+               for doc in batch]  # fmt: skip
+
+
 def _info(store: IndexStoreContract) -> IndexInfo:
     return IndexInfo(store.config, store.stats())
 
@@ -160,7 +203,7 @@ class SearchService:
             document_prompt=self._prompt(spec.model, spec.document_prompt, "document"),
         )
         if spec.query_model is not None:
-            self._check_query_model(config, spec.query_model)
+            check_query_model(self._registry, config, spec.query_model)
             config = msgspec.structs.replace(config, query_model=spec.query_model)
         await run(self._catalog.create, config)
         return await self._on_index(spec.name, _info)
@@ -210,7 +253,7 @@ class SearchService:
                 config = msgspec.structs.replace(config, hnsw=hnsw)
             if change.query_model is not msgspec.UNSET:
                 if change.query_model is not None:
-                    self._check_query_model(config, change.query_model)
+                    check_query_model(self._registry, config, change.query_model)
                 config = msgspec.structs.replace(config, query_model=change.query_model)
             store.set_config(config)
             if change.metadata_indexes:
@@ -226,16 +269,6 @@ class SearchService:
     def _prompt(self, model: str, given: str | None, kind: InputType) -> str | None:
         """The index's prompt for `kind`: as given, else the model's declared one; None for none."""
         return (given if given is not None else declared_prompt(self._registry.get(model).prompts, kind)) or None
-
-    def _check_query_model(self, config: IndexConfig, query_model: str) -> None:
-        embedder = self._registry.get(query_model, param="query_model")
-        base = embedder.base_model or embedder.model_id
-        if base != config.model:
-            raise InvalidRequest(
-                f"query_model '{query_model}' is based on '{base}', but the index's documents are embedded with "
-                f"'{config.model}': a query model must share the index's base model.",
-                param="query_model",
-            )
 
     # --- documents ------------------------------------------------------------------------------------------------
 
@@ -424,6 +457,23 @@ class SearchService:
                 return write(content)
 
         return await self._on_index(name, export)
+
+    @translates_store_errors
+    async def reproject_index(self, name: str, change: IndexProjection) -> IndexInfo:
+        """Index `change.name` made from index `name`'s stored vectors, projected: no call to the model."""
+        projection = await self._registry.known(change.model)
+        if not isinstance(projection, ProjectionEmbedder):
+            raise InvalidRequest(f"'{change.model}' is not a projection (fine-tuning method 'projection').",
+                                 param="model")  # fmt: skip
+        if change.name in await self.index_names():
+            raise Conflict(f"An index named '{change.name}' already exists.", param="name", code="index_exists")
+
+        def copy(content: IndexExport) -> None:
+            config = reprojected(content.config, projection, change, self._registry)
+            self._catalog.restore(config, projected(content.batches, projection, change.dimensions))
+
+        await self.export_index(name, copy)
+        return await self._on_index(change.name, _info)
 
     @translates_store_errors
     async def restore_index(self, name: str, snapshot: SnapshotReader) -> IndexInfo:

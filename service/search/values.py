@@ -73,6 +73,18 @@ class IndexChange(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True)
     metadata_indexes: dict[str, FieldType] | None = None
 
 
+class IndexProjection(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A new index made from an existing one's stored full-width vectors, re-projected by a fitted projection over
+    its model: nothing is embedded. The source index is left as it is (delete it to free its space)."""
+
+    name: str  # the new index
+    model: str  # a projection (fine-tuning method "projection") over the source index's model
+    dimensions: PositiveInt | None = None  # up to the projection's width (a prefix); default: all of it
+    kind: Kind | None = None  # default: the source's
+    hnsw: HnswConfig | None = None
+    quantization: Quantization | None = None
+
+
 class IndexInfo(Struct, frozen=True):
     config: IndexConfig
     stats: IndexStats
