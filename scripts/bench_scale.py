@@ -50,6 +50,9 @@ import msgspec
 import numpy as np
 from serving import free_port, start_server
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from service.finetune.projection import principal_axes  # noqa: E402
+
 DIM = 384
 BATCH = 1_000
 FILTERS: dict[str, dict[str, Any] | None] = {
@@ -174,8 +177,11 @@ class Vsearch:
         hnsw: Hnsw,
         database_url: str | None = None,
         library_client: bool = False,
+        axes: np.ndarray | None = None,
     ) -> None:
-        self.name, self.folder, self.library_client = name, folder, library_client
+        """`axes`: a [384, k] projection (NAME@k): vectors and queries are projected to k dimensions, as a fitted
+        projection model (fine-tuning method "projection") gives them."""
+        self.name, self.folder, self.library_client, self.axes = name, folder, library_client, axes
         self.settings = {**settings, "hnsw": msgspec.to_builtins(hnsw)} if settings["kind"] == "hnsw" else settings
         self.env = {"VSEARCH_DATABASE_URL": database_url} if database_url else {}
         self.port = free_port()
@@ -200,16 +206,26 @@ class Vsearch:
     def create(self) -> None:
         body = {"name": "bench", "model": "all-MiniLM-L6-v2", **self.settings,
                 "metadata_indexes": {"cat": "integer", "year": "integer", "tag": "keyword"}}  # fmt: skip
+        if self.axes is not None:
+            body["dimensions"] = self.axes.shape[1]
         self.http.post("/v1/indexes", json=body).raise_for_status()
 
+    def projected(self, vectors: np.ndarray) -> np.ndarray:
+        if self.axes is None:
+            return vectors
+        out = np.ascontiguousarray(vectors @ self.axes, dtype="f4")
+        faiss.normalize_L2(out)
+        return out
+
     def add(self, ids: list[str], vectors: np.ndarray, metadata: list[dict]) -> None:
+        vectors = self.projected(vectors)
         documents = [
             {"id": i, "vector": v, "metadata": m} for i, v, m in zip(ids, vectors.tolist(), metadata, strict=True)
         ]
         self.http.post("/v1/indexes/bench/documents", json={"documents": documents}).raise_for_status()
 
     def query(self, vector: np.ndarray, where: dict | None, http: JsonHttp | httpx.Client | None = None) -> list[int]:
-        body: dict[str, Any] = {"vector": vector.tolist(), "top_k": 10, "include": []}
+        body: dict[str, Any] = {"vector": self.projected(vector[None, :])[0].tolist(), "top_k": 10, "include": []}
         if where:
             body["filter"] = where
         http = http or self.querying
@@ -402,10 +418,11 @@ def start_and_ingest(
     folder.mkdir(parents=True)
     if name == "chroma":
         system: Any = Chroma(folder, hnsw, library_client)
-    elif name.startswith("pg-"):
-        system = Vsearch(name, VSEARCH[name.removeprefix("pg-")], folder, hnsw, postgres(), library_client)
     else:
-        system = Vsearch(name, VSEARCH[name], folder, hnsw, library_client=library_client)
+        config, _, width = name.removeprefix("pg-").partition("@")
+        axes = principal_axes([vectors], int(width)) if width else None  # the data's own: a fitted projection
+        url = postgres() if name.startswith("pg-") else None
+        system = Vsearch(name, VSEARCH[config], folder, hnsw, url, library_client, axes)
     system.create()
     ids = [str(i) for i in range(len(vectors))]
     start = time.perf_counter()
@@ -462,7 +479,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--systems", default="flat,hnsw,hnsw-sq8,chroma,faiss-flat,faiss-hnsw",
-                        help=f"comma-separated: {', '.join(VSEARCH)}, chroma, faiss-flat, faiss-hnsw")  # fmt: skip
+                        help=f"comma-separated: {', '.join(VSEARCH)} (NAME@K: vectors projected to K dimensions), "
+                             "chroma, faiss-flat, faiss-hnsw")  # fmt: skip
     parser.add_argument("--m", type=int, default=16, help="HNSW links per node, every system (Chroma's default)")
     parser.add_argument("--ef-construction", type=int, default=100, help="every system (Chroma's default)")
     parser.add_argument("--ef-search", type=int, default=128, help="every system")
@@ -488,9 +506,10 @@ def main() -> None:
     systems: list[Any] = []
     names = []
     for name in args.systems.split(","):
-        if name not in VSEARCH or args.store != "postgres":
+        ours = name.partition("@")[0] in VSEARCH
+        if not ours or args.store != "postgres":
             names.append(name)
-        if name in VSEARCH and args.store != "embedded":
+        if ours and args.store != "embedded":
             names.append(f"pg-{name}")
     postgres = Postgres(work / "postgres")
     try:
