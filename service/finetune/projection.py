@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from service.finetune.trainer import StepMetrics, TrainingConfig, TrainingSet
+from service.finetune.trainer import StepMetrics, TrainingConfig, TrainingSet, optimise
 
 MIN_PREFIX = 8
 
@@ -92,28 +92,5 @@ def train_projection(
     on_epoch: Callable[[int, np.ndarray], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> np.ndarray:
-    """Adam on the [d, k] matrix from `start`; `on_epoch` gets a copy after each epoch."""
-    rng = np.random.default_rng(config.seed)
-    weights = start.astype(np.float32).copy()
-    m, v = np.zeros_like(weights), np.zeros_like(weights)
-    beta1, beta2, step = 0.9, 0.999, 0
-    for epoch in range(1, config.epochs + 1):
-        order = rng.permutation(len(data.queries))
-        for first in range(0, len(order), config.batch_size):
-            if cancelled():
-                return weights
-            rows = order[first : first + config.batch_size]
-            if len(rows) < 2:
-                continue
-            loss, accuracy, grad = projection_infonce(weights, data, rows, config.temperature)
-            grad = grad + 2 * config.regularisation * (weights - start)
-            step += 1
-            m = beta1 * m + (1 - beta1) * grad
-            v = beta2 * v + (1 - beta2) * grad**2
-            m_hat, v_hat = m / (1 - beta1**step), v / (1 - beta2**step)
-            weights = (weights - config.learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)).astype(np.float32)
-            if on_step:
-                on_step(StepMetrics(step, epoch, loss, accuracy), weights)
-        if on_epoch:
-            on_epoch(epoch, weights.copy())
-    return weights
+    """The trained [d, k] projection, from `start` (the pairs' principal axes) and pulled toward it."""
+    return optimise(start, projection_infonce, data, config, on_step, on_epoch, cancelled)

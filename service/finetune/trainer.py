@@ -101,23 +101,36 @@ def train_adapter(
     on_epoch: Callable[[int, np.ndarray], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> np.ndarray:
-    """Adam on W; returns the trained [d, d] matrix. `on_epoch` gets a copy of W after each epoch."""
+    """The trained [d, d] adapter, from the identity and pulled toward it."""
+    identity = np.eye(data.queries.shape[1], dtype=np.float32)
+    return optimise(identity, infonce, data, config, on_step, on_epoch, cancelled)
+
+
+def optimise(
+    start: np.ndarray,
+    objective: Loss,
+    data: TrainingSet,
+    config: TrainingConfig,
+    on_step: Callable[[StepMetrics, np.ndarray], None] | None = None,
+    on_epoch: Callable[[int, np.ndarray], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> np.ndarray:
+    """Adam on a matrix from `start`, minimising `objective` over shuffled batches plus an L2 pull back toward
+    `start` (so that little data cannot take it far). `on_epoch` gets a copy after each epoch."""
     rng = np.random.default_rng(config.seed)
-    dims = data.queries.shape[1]
-    identity = np.eye(dims, dtype=np.float32)
-    weights = identity.copy()
+    weights = start.astype(np.float32).copy()
     m, v = np.zeros_like(weights), np.zeros_like(weights)
     beta1, beta2, step = 0.9, 0.999, 0
     for epoch in range(1, config.epochs + 1):
         order = rng.permutation(len(data.queries))
-        for start in range(0, len(order), config.batch_size):
+        for first in range(0, len(order), config.batch_size):
             if cancelled():
                 return weights
-            rows = order[start : start + config.batch_size]
+            rows = order[first : first + config.batch_size]
             if len(rows) < 2:
                 continue
-            loss, accuracy, grad = infonce(weights, data, rows, config.temperature)
-            grad = grad + 2 * config.regularisation * (weights - identity)
+            loss, accuracy, grad = objective(weights, data, rows, config.temperature)
+            grad = grad + 2 * config.regularisation * (weights - start)
             step += 1
             m = beta1 * m + (1 - beta1) * grad
             v = beta2 * v + (1 - beta2) * grad**2
